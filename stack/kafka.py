@@ -170,7 +170,7 @@ def ensure_topics(config: Mapping[str, Any], bootstrap: str | None = None) -> li
         messages = [f"created topic {t.name}" for t in new]
         present = [s for s in wanted if s["name"] in existing]
         if present:
-            described = {d["topic"]: len(d["partitions"])
+            described = {d["name"]: len(d["partitions"])
                          for d in admin.describe_topics([s["name"] for s in present])}
             for s in present:
                 if described.get(s["name"]) != s["partitions"]:

@@ -41,11 +41,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "COLLECTING",
     "DEADLINE_BEST",
     "METRICS",
-    "STATUSES",
-    "COLLECTING",
     "SRM_ALERT",
+    "STATUSES",
     "WINNER",
     "AbTestDefinition",
     "AbTestInputError",
@@ -57,6 +57,7 @@ __all__ = [
     "MsprtResult",
     "RunningPValue",
     "SrmResult",
+    "bayes_monte_carlo",
     "bayes_summary",
     "chi2_sf",
     "decide",
@@ -113,8 +114,9 @@ class MsprtResult:
 
 def _check_counts(successes: int, delivered: int, what: str) -> None:
     if delivered < 0 or successes < 0:
-        raise AbTestInputError(f"{what}: counts must be >= 0 (delivered={delivered}, "
-                               f"successes={successes})")
+        raise AbTestInputError(
+            f"{what}: counts must be >= 0 (delivered={delivered}, successes={successes})"
+        )
     if successes > delivered:
         raise AbTestInputError(f"{what}: successes ({successes}) > delivered ({delivered})")
 
@@ -279,24 +281,33 @@ def _is_pos_int(x: float) -> bool:
     return x >= 1 and float(x).is_integer()
 
 
-def prob_greater(a: float, b: float, c: float, d: float) -> float:
-    """P(X > Y) for independent X ~ Beta(a, b), Y ~ Beta(c, d); exact closed-form sum.
+def _prob_greater_both(a: float, b: float, c: float, d: float) -> tuple[float, float]:
+    """(P(X > Y), P(Y > X)) for X ~ Beta(a, b), Y ~ Beta(c, d) from a single exact sum.
 
-    Needs ``a`` or ``c`` to be a whole number (always true for Beta(1+s, 1+n−s) posteriors).
-    Sums over the smaller whole-number first parameter, so the cost is O(min successes):
-    P(X > Y) directly (a terms) or as 1 − P(Y > X) (c terms; ties have probability 0).
+    The side that is summed directly keeps full relative precision even when it is tiny
+    (e.g. 1e-28); the other is its complement (ties have probability 0).
     """
     for name, v in (("a", a), ("b", b), ("c", c), ("d", d)):
         if not (math.isfinite(v) and v > 0):
             raise AbTestInputError(f"Beta parameter {name} must be finite and > 0, got {v!r}")
     a_ok, c_ok = _is_pos_int(a), _is_pos_int(c)
     if not (a_ok or c_ok):
-        raise AbTestInputError("prob_greater needs a or c to be a whole number")
+        raise AbTestInputError("exact Beta comparison needs a or c to be a whole number")
     if a_ok and (not c_ok or a <= c):
-        p = _prob_second_greater_sum(c, d, int(a), b)
-    else:
-        p = 1.0 - _prob_second_greater_sum(a, b, int(c), d)
-    return min(1.0, max(0.0, p))
+        x_wins = min(1.0, max(0.0, _prob_second_greater_sum(c, d, int(a), b)))
+        return x_wins, 1.0 - x_wins
+    y_wins = min(1.0, max(0.0, _prob_second_greater_sum(a, b, int(c), d)))
+    return 1.0 - y_wins, y_wins
+
+
+def prob_greater(a: float, b: float, c: float, d: float) -> float:
+    """P(X > Y) for independent X ~ Beta(a, b), Y ~ Beta(c, d); exact closed-form sum.
+
+    Needs ``a`` or ``c`` to be a whole number (always true for Beta(1+s, 1+n−s) posteriors).
+    Sums over the smaller whole-number first parameter, so the cost is O(min successes):
+    P(X > Y) directly (a terms) or as 1 − P(Y > X) (c terms).
+    """
+    return _prob_greater_both(a, b, c, d)[0]
 
 
 def expected_shortfall(a: float, b: float, c: float, d: float) -> float:
@@ -353,10 +364,30 @@ def bayes_summary(
         return BayesResult((1.0,), (0.0,), exact=True)
     if len(post) == 2:
         (aa, ba), (ab, bb) = post
-        p_b = prob_greater(ab, bb, aa, ba)
+        p_a, p_b = _prob_greater_both(aa, ba, ab, bb)
         loss_a = expected_shortfall(ab, bb, aa, ba)
         loss_b = expected_shortfall(aa, ba, ab, bb)
-        return BayesResult((1.0 - p_b, p_b), (loss_a, loss_b), exact=True)
+        return BayesResult((p_a, p_b), (loss_a, loss_b), exact=True)
+    return bayes_monte_carlo(counts, draws=draws, seed=seed)
+
+
+def bayes_monte_carlo(
+    counts: Sequence[tuple[int, int]], draws: int = 20_000, seed: int = 0
+) -> BayesResult:
+    """Monte Carlo P(best) and expected loss for any number of arms (used for 3+ arms).
+
+    Draws p_k ~ Beta(1 + s_k, 1 + n_k − s_k) jointly ``draws`` times from
+    ``random.Random(seed)``: P(best)_k = share of draws where arm k is the maximum (ties to
+    the first), loss_k = mean of max_j p_j − p_k. Public so that the exact two-arm figures can
+    be checked against it.
+    """
+    if not counts:
+        raise AbTestInputError("bayes_monte_carlo needs at least one arm")
+    for k, (s, n) in enumerate(counts):
+        _check_counts(s, n, f"arm #{k}")
+    if draws < 1:
+        raise AbTestInputError(f"draws must be >= 1, got {draws!r}")
+    post = [(1 + s, 1 + n - s) for s, n in counts]
     rng = random.Random(seed)
     k = len(post)
     wins = [0] * k
@@ -367,9 +398,7 @@ def bayes_summary(
         wins[sample.index(top)] += 1
         for j, v in enumerate(sample):
             loss[j] += top - v
-    return BayesResult(
-        tuple(w / draws for w in wins), tuple(x / draws for x in loss), exact=False
-    )
+    return BayesResult(tuple(w / draws for w in wins), tuple(x / draws for x in loss), exact=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,24 +558,32 @@ class AbTestDefinition:
         for name in ("min_delivered_per_arm", "min_elapsed_ms", "mc_draws", "seed"):
             v = getattr(self, name)
             if not _is_int(v) or v < (1 if name == "mc_draws" else 0):
-                raise AbTestInputError(f"{name} must be a whole number >= "
-                                       f"{1 if name == 'mc_draws' else 0}, got {v!r}")
+                raise AbTestInputError(
+                    f"{name} must be a whole number >= {1 if name == 'mc_draws' else 0}, got {v!r}"
+                )
         for name in ("start_ms", "deadline_ms", "max_duration_ms"):
             v = getattr(self, name)
             if v is not None and not _is_int(v):
                 raise AbTestInputError(f"{name} must be a whole number or null, got {v!r}")
         if self.max_duration_ms is not None and self.max_duration_ms < 0:
             raise AbTestInputError("max_duration_ms must be >= 0")
-        if not (isinstance(self.keep_control_rel_loss, int | float)
-                and math.isfinite(self.keep_control_rel_loss)
-                and self.keep_control_rel_loss >= 0):
+        if not (
+            isinstance(self.keep_control_rel_loss, int | float)
+            and math.isfinite(self.keep_control_rel_loss)
+            and self.keep_control_rel_loss >= 0
+        ):
             raise AbTestInputError("keep_control_rel_loss must be a finite number >= 0")
         if self.expected_split is not None:
             for arm, w in self.expected_split.items():
-                if not (isinstance(w, int | float) and not isinstance(w, bool)
-                        and math.isfinite(w) and w > 0):
+                if not (
+                    isinstance(w, int | float)
+                    and not isinstance(w, bool)
+                    and math.isfinite(w)
+                    and w > 0
+                ):
                     raise AbTestInputError(
-                        f"expected_split weight of arm {arm!r} must be a number > 0, got {w!r}")
+                        f"expected_split weight of arm {arm!r} must be a number > 0, got {w!r}"
+                    )
 
 
 def _is_int(v: object) -> bool:
@@ -691,18 +728,23 @@ def _validate_arms(definition: AbTestDefinition, arms: Sequence[ArmCounts]) -> N
             raise AbTestInputError(f"arm {a.arm!r} appears twice")
         seen.add(a.arm)
         if not (_is_int(a.delivered) and _is_int(a.successes)):
-            raise AbTestInputError(f"arm {a.arm!r}: delivered and successes must be whole "
-                                   f"numbers, got {a.delivered!r} and {a.successes!r}")
+            raise AbTestInputError(
+                f"arm {a.arm!r}: delivered and successes must be whole "
+                f"numbers, got {a.delivered!r} and {a.successes!r}"
+            )
         _check_counts(a.successes, a.delivered, f"arm {a.arm!r}")
     if definition.control_arm not in seen:
-        raise AbTestInputError(f"control arm {definition.control_arm!r} is not among the arms "
-                               f"{sorted(seen)}")
+        raise AbTestInputError(
+            f"control arm {definition.control_arm!r} is not among the arms {sorted(seen)}"
+        )
     if definition.expected_split is not None:
         missing = seen - set(definition.expected_split)
         extra = set(definition.expected_split) - seen
         if missing or extra:
-            raise AbTestInputError(f"expected_split must name exactly the arms {sorted(seen)} "
-                                   f"(missing {sorted(missing)}, unknown {sorted(extra)})")
+            raise AbTestInputError(
+                f"expected_split must name exactly the arms {sorted(seen)} "
+                f"(missing {sorted(missing)}, unknown {sorted(extra)})"
+            )
 
 
 def _significant_winner(
@@ -727,25 +769,19 @@ def _significant_winner(
     if rc is None:
         return None
     order = [control] + [a.arm for a in arms if a.arm != control]
-    best = None
-    for arm in order:
+    best, best_rate = control, rc
+    for arm in order[1:]:
         r = rates[arm]
-        if r is not None and (best is None or r > rates[best]):  # type: ignore[operator]
-            best = arm
-    if best is None:
-        return None
-    treatments = order[1:]
-    if best == control:
-        for t in treatments:
-            rt = rates[t]
-            if not (corrected[t] < alpha and running[t].direction < 0
-                    and rt is not None and rt < rc):
-                return None
-        return control
-    rb = rates[best]
-    if corrected[best] < alpha and running[best].direction > 0 and rb is not None and rb > rc:
-        return best
-    return None
+        if r is not None and r > best_rate:
+            best, best_rate = arm, r
+    if best != control:
+        ok = corrected[best] < alpha and running[best].direction > 0
+        return best if ok else None
+    for t in order[1:]:
+        rt = rates[t]
+        if not (corrected[t] < alpha and running[t].direction < 0 and rt is not None and rt < rc):
+            return None
+    return control
 
 
 def _deadline_choice(
@@ -813,8 +849,13 @@ def decide(
     c = by_arm[control]
     treatments = [a for a in arms if a.arm != control]
 
-    started = (definition.start_ms if definition.start_ms is not None
-               else prev.started_ms if prev.started_ms is not None else look_ms)
+    started = (
+        definition.start_ms
+        if definition.start_ms is not None
+        else prev.started_ms
+        if prev.started_ms is not None
+        else look_ms
+    )
 
     rates = {a.arm: (a.successes / a.delivered if a.delivered else None) for a in arms}
     raw: dict[str, float] = {}
@@ -823,11 +864,17 @@ def decide(
         r = msprt(c.successes, c.delivered, t.successes, t.delivered, definition.tau)
         raw[t.arm] = r.p_value
         running[t.arm] = running.get(t.arm, RunningPValue()).update(r)
-    corrected = dict(zip([t.arm for t in treatments],
-                         holm([running[t.arm].p_value for t in treatments]), strict=True))
+    corrected = dict(
+        zip(
+            [t.arm for t in treatments],
+            holm([running[t.arm].p_value for t in treatments]),
+            strict=True,
+        )
+    )
 
-    bayes = bayes_summary([(a.successes, a.delivered) for a in arms],
-                          draws=definition.mc_draws, seed=definition.seed)
+    bayes = bayes_summary(
+        [(a.successes, a.delivered) for a in arms], draws=definition.mc_draws, seed=definition.seed
+    )
     prob_best = dict(zip(by_arm, bayes.prob_best, strict=True))
     losses = dict(zip(by_arm, bayes.expected_loss, strict=True))
 
@@ -841,20 +888,29 @@ def decide(
     elif prev.status in (WINNER, DEADLINE_BEST):
         status, winner = prev.status, prev.winner
     else:
-        mature = (all(a.delivered >= definition.min_delivered_per_arm for a in arms)
-                  and look_ms - started >= definition.min_elapsed_ms)
+        mature = (
+            all(a.delivered >= definition.min_delivered_per_arm for a in arms)
+            and look_ms - started >= definition.min_elapsed_ms
+        )
         if mature:
-            winner = _significant_winner(arms, control, rates, corrected, running,
-                                         definition.alpha)
-        deadlines = [d for d in (definition.deadline_ms,
-                                 None if definition.max_duration_ms is None
-                                 else started + definition.max_duration_ms) if d is not None]
+            winner = _significant_winner(arms, control, rates, corrected, running, definition.alpha)
+        deadlines = [
+            d
+            for d in (
+                definition.deadline_ms,
+                None
+                if definition.max_duration_ms is None
+                else started + definition.max_duration_ms,
+            )
+            if d is not None
+        ]
         if winner is not None:
             status = WINNER
         elif deadlines and look_ms >= min(deadlines):
             status = DEADLINE_BEST
-            winner = _deadline_choice(arms, control, rates, losses,
-                                      definition.keep_control_rel_loss)
+            winner = _deadline_choice(
+                arms, control, rates, losses, definition.keep_control_rel_loss
+            )
 
     changed = prev.looks == 0 or (status, winner) != (prev.status, prev.winner)
     new_state = DecisionState(
@@ -903,9 +959,19 @@ def decide(
 
 _REQUIRED_KEYS = ("metric", "alpha", "tau", "arms")
 # Optional keys map 1:1 onto AbTestDefinition fields, plus look_ms (the look's event time).
-_OPTIONAL_KEYS = ("expected_split", "min_delivered_per_arm", "min_elapsed_ms", "start_ms",
-                  "deadline_ms", "max_duration_ms", "srm_alpha", "keep_control_rel_loss",
-                  "mc_draws", "seed", "look_ms")
+_OPTIONAL_KEYS = (
+    "expected_split",
+    "min_delivered_per_arm",
+    "min_elapsed_ms",
+    "start_ms",
+    "deadline_ms",
+    "max_duration_ms",
+    "srm_alpha",
+    "keep_control_rel_loss",
+    "mc_draws",
+    "seed",
+    "look_ms",
+)
 _ARM_KEYS = ("arm", "control", "delivered", "successes")
 
 
@@ -931,8 +997,10 @@ def parse_look(doc: object) -> tuple[AbTestDefinition, list[ArmCounts], int]:
         raise AbTestInputError(f"missing field(s): {', '.join(missing)}")
     unknown = sorted(set(doc) - set(_REQUIRED_KEYS) - set(_OPTIONAL_KEYS))
     if unknown:
-        raise AbTestInputError(f"unknown field(s): {', '.join(unknown)}; allowed: "
-                               f"{', '.join(_REQUIRED_KEYS + _OPTIONAL_KEYS)}")
+        raise AbTestInputError(
+            f"unknown field(s): {', '.join(unknown)}; allowed: "
+            f"{', '.join(_REQUIRED_KEYS + _OPTIONAL_KEYS)}"
+        )
     if not isinstance(doc["metric"], str):
         raise AbTestInputError(f"metric must be a string, got {doc['metric']!r}")
     raw_arms = doc["arms"]
@@ -962,20 +1030,22 @@ def parse_look(doc: object) -> tuple[AbTestDefinition, list[ArmCounts], int]:
         if is_control:
             controls.append(name)
     if len(controls) != 1:
-        raise AbTestInputError(f"exactly one arm must have \"control\": true, got "
-                               f"{len(controls)}" + (f" ({', '.join(controls)})" if controls
-                                                     else ""))
+        raise AbTestInputError(
+            f'exactly one arm must have "control": true, got '
+            f"{len(controls)}" + (f" ({', '.join(controls)})" if controls else "")
+        )
     split = doc.get("expected_split")
     if isinstance(split, list):
         if len(split) != len(arms):
-            raise AbTestInputError(f"expected_split has {len(split)} weights for "
-                                   f"{len(arms)} arms")
+            raise AbTestInputError(f"expected_split has {len(split)} weights for {len(arms)} arms")
         split = {a.arm: w for a, w in zip(arms, split, strict=True)}
     elif split is not None and not isinstance(split, dict):
-        raise AbTestInputError("expected_split must be a list of weights or an object "
-                               "arm -> weight")
-    extra_fields = {k: doc[k] for k in _OPTIONAL_KEYS
-                    if k in doc and k not in ("expected_split", "look_ms")}
+        raise AbTestInputError(
+            "expected_split must be a list of weights or an object arm -> weight"
+        )
+    extra_fields = {
+        k: doc[k] for k in _OPTIONAL_KEYS if k in doc and k not in ("expected_split", "look_ms")
+    }
     for k in ("srm_alpha", "keep_control_rel_loss"):
         if k in extra_fields:
             extra_fields[k] = _number(extra_fields[k], k)
@@ -1010,9 +1080,7 @@ def run_look(doc: object) -> dict[str, Any]:
         "metric": d.metric,
         "srm_p_value": d.srm_p_value,
         "srm_chi2": d.srm_chi2,
-        "arms": [
-            {k: v for k, v in a.to_dict().items() if k != "p_value_running"} for a in d.arms
-        ],
+        "arms": [{k: v for k, v in a.to_dict().items() if k != "p_value_running"} for a in d.arms],
     }
 
 

@@ -49,14 +49,14 @@ _AUTOMATION = re.compile(
     r"^(?:curl|wget|python-requests|python-urllib|python-httpx|aiohttp|go-http-client"
     r"|java|okhttp|apache-httpclient|libwww-perl|node-fetch|axios|undici|ruby|php"
     r"|postmanruntime|scrapy)\b"
-    r"|headlesschrome|phantomjs|puppeteer|playwright|selenium|python-requests",
+    r"|headlesschrome|phantomjs|puppeteer|playwright|selenium",
     re.IGNORECASE,
 )
-# "bot" only as a word end followed by "/", ";", ")" or space, so device names such as
-# "CUBOT X20" do not match while Googlebot/2.1, Slackbot 1.0 and "AhrefsBot;" do.
+# "…bot" only when followed by "/", ";", ")" or "-" (Googlebot/2.1, Slackbot-LinkExpanding,
+# "AhrefsBot;"), so phone models such as "CUBOT X20" do not match.
 _CRAWLER = re.compile(
-    r"[a-z]bot(?:[/;)]|\s|$)|\bbot\b|crawler|spider|slurp|facebookexternalhit"
-    r"|skypeuripreview|whatsapp|preview",
+    r"[a-z]bot[/;)-]|\bbot\b|crawler|spider|slurp|facebookexternalhit|skypeuripreview"
+    r"|whatsapp/|telegrambot",
     re.IGNORECASE,
 )
 _BARE_MOZILLA = re.compile(r"^\s*mozilla/5\.0\s*$", re.IGNORECASE)

@@ -6,6 +6,5 @@ CREATE TABLE IF NOT EXISTS event_type_counts (
     campaign_id  TEXT        NOT NULL,
     event_type   TEXT        NOT NULL,
     events       BIGINT      NOT NULL,
-    updated_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (campaign_id, event_type)
 );

@@ -1,0 +1,99 @@
+"""python -m jobs submit JOB | list — submit a job of this repo to a Flink cluster.
+
+The cluster is flink.rest_url (the local stack by default; point it elsewhere with
+EMAIL_STREAMING__FLINK__REST_URL). The Python packages the TaskManagers need are shipped
+with the job as one zip (-pyfs), so the cluster needs only PyFlink, not this checkout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+import zipfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import settings
+from stack.errors import StackError
+from stack.flink import client_env, flink_home
+
+ROOT = Path(__file__).resolve().parent.parent
+JOBS = {"normalize": "jobs.normalize"}
+SHIPPED_PACKAGES = ("jobs", "udfs", "settings", "stack")
+
+
+def build_zip(target: Path | None = None) -> Path:
+    target = target or ROOT / "build" / "email_streaming.zip"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        for package in SHIPPED_PACKAGES:
+            for path in sorted((ROOT / package).rglob("*")):
+                if path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts:
+                    zf.write(path, path.relative_to(ROOT))
+        for path in sorted((ROOT / "avro").glob("*.avsc")):
+            zf.write(path, path.relative_to(ROOT))
+    return target
+
+
+def submit(job: str, config: dict, config_path: str | None = None,
+           detached: bool = True) -> str:
+    """Run `flink run` for one job; returns the JobID. The job's client process reads the
+    same settings: the override file (config_path) and EMAIL_STREAMING__* variables."""
+    if job not in JOBS:
+        raise StackError(f"unknown job {job!r}; jobs: {', '.join(sorted(JOBS))}")
+    rest = urlsplit(config["flink"]["rest_url"])
+    stack_conf = ROOT / config["local_stack"]["dir"] / "flink" / "conf"
+    conf_dir = stack_conf if stack_conf.is_dir() else flink_home() / "conf"
+    argv = [str(flink_home() / "bin" / "flink"), "run", "-m", rest.netloc,
+            "-pyfs", str(build_zip()), "-pym", JOBS[job]]
+    if detached:
+        argv.insert(2, "-d")
+    env = client_env(conf_dir)
+    if config_path:
+        env[settings.FILE_ENV] = str(Path(config_path).resolve())
+    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    match = re.search(r"JobID ([0-9a-f]{32})", result.stdout + result.stderr)
+    if result.returncode != 0 or not match:
+        raise StackError(f"submitting {job} failed (exit {result.returncode}):\n"
+                         f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return match.group(1)
+
+
+def list_jobs(config: dict) -> list[dict]:
+    url = config["flink"]["rest_url"].rstrip("/") + "/jobs/overview"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return json.load(resp)["jobs"]
+    except OSError as exc:
+        raise StackError(f"cannot reach the Flink REST API at {url}: {exc}. "
+                         "Is the cluster up? (python -m stack status)") from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_submit = sub.add_parser("submit", help="submit a job (detached)")
+    p_submit.add_argument("job", choices=sorted(JOBS))
+    sub.add_parser("list", help="jobs on the cluster")
+    parser.add_argument("--config", help="YAML file merged over settings/defaults.yaml")
+    args = parser.parse_args(argv)
+    try:
+        config = settings.load(args.config)
+        if args.command == "submit":
+            job_id = submit(args.job, config, args.config)
+            print(f"submitted {args.job}: JobID {job_id}")
+        else:
+            for job in list_jobs(config):
+                print(f"{job['jid']}  {job['state']:<10} {job['name']}")
+    except (StackError, settings.ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

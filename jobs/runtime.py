@@ -1,0 +1,45 @@
+"""Execution environment shared by every job: parallelism, checkpointing, Python thread
+mode and the connector jars, all from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pyflink.common import Configuration
+from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+from pyflink.table import StreamTableEnvironment
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def jar_urls(config: Mapping[str, Any]) -> list[str]:
+    from stack.preflight import flink_jars
+
+    return [p.resolve().as_uri() for p in flink_jars(ROOT / config["flink"]["jars_dir"])]
+
+
+def create_env(config: Mapping[str, Any], job_name: str,
+               extra: Mapping[str, str] | None = None
+               ) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
+    """A streaming env + table env configured for one job.
+
+    Connector jars go to pipeline.jars unless flink.add_jars is false (a cluster whose
+    lib/ already holds them, like the Docker image): jars there and in the job would be
+    loaded twice by different class loaders."""
+    conf = Configuration()
+    conf.set_string("python.execution-mode", "thread")
+    conf.set_string("pipeline.name", job_name)
+    if config["flink"]["add_jars"]:
+        conf.set_string("pipeline.jars", ";".join(jar_urls(config)))
+    for key, value in (extra or {}).items():
+        conf.set_string(key, value)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(config["flink"]["parallelism"])
+    env.enable_checkpointing(config["flink"]["checkpoint_interval_ms"],
+                             CheckpointingMode.EXACTLY_ONCE)
+    t_env = StreamTableEnvironment.create(env)
+    t_env.get_config().set("pipeline.name", job_name)
+    t_env.get_config().set("table.exec.sink.require-on-conflict", "false")
+    return env, t_env
