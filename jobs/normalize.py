@@ -60,6 +60,9 @@ class NormalizeRaw(TableFunction):
         self.hmac_key = hmac_key
         self.metadata_fields = {k: dict(v) for k, v in metadata_fields.items()}
         self.fields = avro_schema.field_names("EmailEvent")
+        # Thread mode's converter cannot take a null MAP (NullPointerException in
+        # PythonTypeUtils), so rejected rows carry an empty map instead of no event.
+        self.no_event = tuple({} if f == "attributes" else None for f in self.fields)
 
     def open(self, function_context: FunctionContext) -> None:
         from udfs.normalize import NormalizeSettings
@@ -100,7 +103,7 @@ class NormalizeRaw(TableFunction):
             yield ("event", *(event[f] for f in self.fields), None, None, None, None)
         for code, message, raw in rejected:
             self.rejected_out.inc()
-            yield ("rejected", *([None] * len(self.fields)), code, message, provider, raw)
+            yield ("rejected", *self.no_event, code, message, provider, raw)
 
 
 def normalize_function(config: Mapping[str, Any]):

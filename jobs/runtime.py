@@ -3,6 +3,8 @@ mode and the connector jars, all from settings."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,15 @@ def jar_urls(config: Mapping[str, Any]) -> list[str]:
     return [p.resolve().as_uri() for p in flink_jars(ROOT / config["flink"]["jars_dir"])]
 
 
+def _put_interpreter_on_path() -> None:
+    """Thread mode loads pemja from the `python` first on PATH; when a job runs in-process
+    (MiniCluster: tests, `python -m jobs.<job>`) that must be this interpreter's venv."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + path
+
+
 def create_env(config: Mapping[str, Any], job_name: str,
                extra: Mapping[str, str] | None = None
                ) -> tuple[StreamExecutionEnvironment, StreamTableEnvironment]:
@@ -28,6 +39,7 @@ def create_env(config: Mapping[str, Any], job_name: str,
     Connector jars go to pipeline.jars unless flink.add_jars is false (a cluster whose
     lib/ already holds them, like the Docker image): jars there and in the job would be
     loaded twice by different class loaders."""
+    _put_interpreter_on_path()
     conf = Configuration()
     conf.set_string("python.execution-mode", "thread")
     conf.set_string("pipeline.name", job_name)

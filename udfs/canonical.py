@@ -164,6 +164,7 @@ def compute_event_id(
     (provider, message id, subscriber, canonical type, event time, url, extra), which is
     identical in every retry of the same webhook. The subscriber is part of the content
     because one message id can cover many recipients (Mailgun batch sends, SES fan-out).
+    Content ids therefore change if the HMAC key or the subscriber metadata mapping changes.
     """
     if provider_event_id:
         parts: tuple[str, ...] = ("id", provider, provider_event_id)

@@ -73,8 +73,18 @@ from udfs.canonical import (
     redact_addresses,
     stringify,
 )
-from udfs.parsers import BodyError, Draft, ItemError, ParseContext
-from udfs.parsers import mailgun, mandrill, postmark, sendgrid, ses, sparkpost, tracker
+from udfs.parsers import (
+    Draft,
+    ItemError,
+    ParseContext,
+    mailgun,
+    mandrill,
+    postmark,
+    sendgrid,
+    ses,
+    sparkpost,
+    tracker,
+)
 
 PARSERS: dict[str, ModuleType] = {
     "sendgrid": sendgrid,
@@ -237,8 +247,10 @@ def _finish(draft: Draft, provider: str, received_time: int,
                   for k, v in attributes.items()}
 
     event_type = draft.event_type
+    native_reason = draft.native_bot_reason or (
+        "native_machine_open" if draft.native_machine_open is True else None)
     suspected_bot, bot_reason = detect_bot(event_type, draft.user_agent, draft.ip,
-                                           native_reason=draft.native_bot_reason)
+                                           native_reason=native_reason)
     native_domain = draft.native.get("recipient_domain")
     return new_event(
         event_id=compute_event_id(

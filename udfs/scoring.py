@@ -358,17 +358,17 @@ class ScoreState:
         p = self.params
         if suppressed or self.unreachable_since is not None or self.ref_time is None:
             return None
-        candidates: list[float] = []
+        candidates: list[int] = []
         if self.last_human_time is not None:
             for days in (p.engaged_max_days, p.active_max_days, p.at_risk_max_days):
                 # Tier rules use "age <= max_days", so the change happens 1 ms later.
-                candidates.append(self.last_human_time + days * MS_PER_DAY + 1)
+                candidates.append(math.floor(self.last_human_time + days * MS_PER_DAY) + 1)
         for threshold in (p.engaged_min_score, p.active_min_score):
             if self.value >= threshold:
                 # Solve value·2^(−(t − ref)/H) = threshold; the score drops below after that.
                 crossing = self.ref_time + p.half_life_ms * math.log2(self.value / threshold)
                 candidates.append(math.floor(crossing) + 1)
-        future = [math.ceil(c) for c in candidates if c > as_of]
+        future = [c for c in candidates if c > as_of]
         return min(future) if future else None
 
     def to_tuple(self) -> tuple[float, int | None, int | None, int | None]:

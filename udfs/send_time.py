@@ -140,8 +140,12 @@ def resolve_zone(name: str | None, default: str | None = "UTC") -> tzinfo | None
     return None if default is None else _zone(default)
 
 
-def slot_of(event_time_ms: int, time_zone: str | None = None, slots: int = HOURS_PER_WEEK,
-            default_time_zone: str = "UTC") -> int:
+def slot_of(
+    event_time_ms: int,
+    time_zone: str | None = None,
+    slots: int = HOURS_PER_WEEK,
+    default_time_zone: str = "UTC",
+) -> int:
     """Local wall-clock slot: weekday·24 + hour (Monday 00h = 0), or hour only if slots=24."""
     zone = resolve_zone(time_zone, default_time_zone) or UTC
     # Integer timedelta arithmetic avoids float rounding of ms timestamps near hour edges.
@@ -176,8 +180,7 @@ def smooth(q: Sequence[float], kernel: Sequence[float]) -> list[float]:
     """Circular convolution with a centred kernel (hour 167 neighbours hour 0)."""
     n, half = len(q), len(kernel) // 2
     return [
-        math.fsum(kernel[j] * q[(s + j - half) % n] for j in range(len(kernel)))
-        for s in range(n)
+        math.fsum(kernel[j] * q[(s + j - half) % n] for j in range(len(kernel))) for s in range(n)
     ]
 
 

@@ -239,4 +239,3 @@ def feeds_engagement(
     if event.get("event_type") not in TRACKING_DERIVED_TYPES:
         return True
     return tracking_allows(tracking_consent, unknown_allows)
-

@@ -28,7 +28,9 @@ def stream_env(job_config):
     from jobs import runtime
 
     env, _ = runtime.create_env(job_config, "job-tests",
-                                {"python.fn-execution.bundle.size": "1"})
+                                {"python.fn-execution.bundle.size": "1",
+                                 # a failing job must fail the test, not restart forever
+                                 "restart-strategy.type": "none"})
     return env
 
 

@@ -25,8 +25,10 @@ def _raw_table(t_env, records: list[tuple[str, bytes]]):
         DataTypes.FIELD("src_partition", DataTypes.INT()),
         DataTypes.FIELD("src_offset", DataTypes.BIGINT()),
     ])
-    rows = [(f"req-{i}".encode(), body,
-             {"provider": provider.encode(), "received-at": b"1767268900000"},
+    # PyFlink's BYTES accepts bytearray, not bytes.
+    rows = [(bytearray(f"req-{i}".encode()), bytearray(body),
+             {"provider": bytearray(provider.encode()),
+              "received-at": bytearray(b"1767268900000")},
              "email.raw", 0, i)
             for i, (provider, body) in enumerate(records)]
     t_env.create_temporary_view("raw_in", t_env.from_elements(rows, schema))

@@ -175,8 +175,18 @@ def test_bad_params_rejected(kwargs: dict) -> None:
 
 
 def random_events(rng: random.Random, n: int, span_days: float, sid: str = "s1") -> list[dict]:
-    types = ["delivered", "open", "open", "click", "conversion", "bounce", "unsubscribe",
-             "complaint", "sent", "reply"]
+    types = [
+        "delivered",
+        "open",
+        "open",
+        "click",
+        "conversion",
+        "bounce",
+        "unsubscribe",
+        "complaint",
+        "sent",
+        "reply",
+    ]
     out = []
     for _ in range(n):
         et = rng.choice(types)
@@ -240,8 +250,13 @@ def test_merge_equals_adding_everything() -> None:
 def test_long_horizon_fifty_years_of_events() -> None:
     rng = random.Random(11)
     params = ScoringParams()
-    events = [ev(T0 + i * 4 * 3_600_000 + rng.randrange(3_600_000), rng.choice(
-        ["open", "click", "delivered", "conversion"])) for i in range(110_000)]  # ~50 years
+    events = [
+        ev(
+            T0 + i * 4 * 3_600_000 + rng.randrange(3_600_000),
+            rng.choice(["open", "click", "delivered", "conversion"]),
+        )
+        for i in range(110_000)
+    ]  # ~50 years
     state = ScoreState(params)
     for e in events:
         state.add(e)
@@ -272,7 +287,7 @@ def test_read_before_latest_event_is_refused() -> None:
 
 def test_state_tuple_round_trip() -> None:
     state = ScoreState()
-    for e in e7_events() + [ev(T0 + 50 * D, "complaint")]:
+    for e in [*e7_events(), ev(T0 + 50 * D, "complaint")]:
         state.add(e)
     copy = ScoreState.from_tuple(state.to_tuple())
     assert copy.to_tuple() == state.to_tuple()
@@ -307,8 +322,13 @@ def test_tier_thresholds(
 
 
 def test_custom_tier_thresholds() -> None:
-    p = ScoringParams(engaged_min_score=2, engaged_max_days=7, active_min_score=0.5,
-                      active_max_days=14, at_risk_max_days=14)
+    p = ScoringParams(
+        engaged_min_score=2,
+        engaged_max_days=7,
+        active_min_score=0.5,
+        active_max_days=14,
+        at_risk_max_days=14,
+    )
     as_of = T0 + 100 * D
     assert tier_for(2.0, as_of - 7 * D, as_of, p) == "engaged"
     assert tier_for(2.0, as_of - 8 * D, as_of, p) == "active"
@@ -405,7 +425,7 @@ def test_emit_on_change_over_a_stream() -> None:
 
 
 def test_score_events_ignores_events_after_as_of() -> None:
-    events = e7_events("a") + [ev(T0 + 46 * D, "conversion", "a"), ev(T0 + 50 * D, "click", "b")]
+    events = [*e7_events("a"), ev(T0 + 46 * D, "conversion", "a"), ev(T0 + 50 * D, "click", "b")]
     scores = score_events(events, T0 + 45 * D)
     assert set(scores) == {"a"}  # b only has future events
     assert round_score(scores["a"]) == 10.415097
@@ -431,13 +451,18 @@ def write(tmp_path: Path, doc: object, name: str = "in.json") -> Path:
 
 
 def e7_doc() -> dict:
-    events = e7_events("alice") + [
+    events = [
+        *e7_events("alice"),
         ev(T0 + 5 * D, "bounce", "bob", bounce_class="hard"),
         ev(T0 + 61 * D, "click", "bob"),  # after as_of: ignored
         ev(T0 + 70 * D, "click", "carol"),  # carol has only future events
     ]
-    return {"half_life_days": 30, "weights": dict(DEFAULT_WEIGHTS), "as_of": T0 + 60 * D,
-            "events": events}
+    return {
+        "half_life_days": 30,
+        "weights": dict(DEFAULT_WEIGHTS),
+        "as_of": T0 + 60 * D,
+        "events": events,
+    }
 
 
 def test_cli_prints_exact_json(tmp_path: Path) -> None:
@@ -464,8 +489,9 @@ def test_cli_defaults_and_partial_weights(tmp_path: Path) -> None:
     # No weights → defaults; partial weights merge over defaults; H changes the decay.
     doc = {"as_of": T0 + 10 * D, "events": [ev(T0, "click", "x"), ev(T0, "open", "y")]}
     res = run_cli(str(write(tmp_path, doc)))
-    assert json.loads(res.stdout) == {"scores": {"x": round(3 * 2 ** (-1 / 3), 6),
-                                                 "y": round(2 ** (-1 / 3), 6)}}
+    assert json.loads(res.stdout) == {
+        "scores": {"x": round(3 * 2 ** (-1 / 3), 6), "y": round(2 ** (-1 / 3), 6)}
+    }
     doc.update(half_life_days=10, weights={"click": 8})
     res = run_cli(str(write(tmp_path, doc)))
     assert res.stdout == '{"scores": {"x": 4.0, "y": 0.5}}\n'
@@ -489,13 +515,16 @@ def test_cli_reads_stdin() -> None:
         ({"as_of": T0}, "events: required"),
         ({"as_of": T0, "events": {}}, "events: required"),
         ({"as_of": T0, "events": [5]}, "events[0]: expected an object"),
-        ({"as_of": T0, "events": [{"event_type": "open", "event_time": T0}]},
-         "events[0].subscriber_id"),
-        ({"as_of": T0, "events": [ev(T0, "open"), {"subscriber_id": "a", "event_time": T0}]},
-         "events[1].event_type"),
+        (
+            {"as_of": T0, "events": [{"event_type": "open", "event_time": T0}]},
+            "events[0].subscriber_id",
+        ),
+        (
+            {"as_of": T0, "events": [ev(T0, "open"), {"subscriber_id": "a", "event_time": T0}]},
+            "events[1].event_type",
+        ),
         ({"as_of": T0, "events": [ev(T0 + 0.5, "open")]}, "events[0].event_time"),
-        ({"as_of": T0, "events": [ev(T0, "open", machine_open="yes")]},
-         "events[0].machine_open"),
+        ({"as_of": T0, "events": [ev(T0, "open", machine_open="yes")]}, "events[0].machine_open"),
         ({"as_of": T0, "events": [ev(T0, "bounce", bounce_class=1)]}, "events[0].bounce_class"),
         ({"as_of": T0, "half_life_days": 0, "events": []}, "half_life_days"),
         ({"as_of": T0, "half_life_days": "30", "events": []}, "half_life_days"),

@@ -27,8 +27,10 @@ HOUR = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z, a Monday
 
 # Reference E9 population (hour of day 0..23), argmax 8.
+# fmt: off
 E9_POP = [.010, .006, .004, .003, .003, .006, .020, .050, .080, .075, .065, .060,
           .065, .060, .050, .045, .045, .050, .055, .065, .070, .060, .040, .023]
+# fmt: on
 E9_EVENTS = [(8, 1), (8, 3), (9, 7), (20, 14), (8, 30), (21, 60)]  # (local hour, age days)
 E9_PARAMS = SendTimeParams(half_life_days=45, slots=24, pseudo_events=3, min_events=3)
 
@@ -205,8 +207,11 @@ def test_daily_reader_across_dst_lands_in_one_hour_of_day() -> None:
 def test_shuffled_arrival_gives_same_histogram_and_choice(seed: int) -> None:
     rng = random.Random(seed)
     events = [
-        ev(T0 + rng.randrange(120 * D), rng.choice(["click", "open", "conversion", "delivered"]),
-           machine_open=rng.choice([True, False, None]))
+        ev(
+            T0 + rng.randrange(120 * D),
+            rng.choice(["click", "open", "conversion", "delivered"]),
+            machine_open=rng.choice([True, False, None]),
+        )
         for _ in range(80)
     ]
     zone = rng.choice(["Europe/Berlin", "America/Los_Angeles", None])
@@ -231,8 +236,12 @@ def test_shuffled_arrival_gives_same_histogram_and_choice(seed: int) -> None:
 def test_ties_are_broken_by_lowest_slot_whatever_the_order() -> None:
     # The same instant seen from two zones lands in slots 0 (UTC) and 9 (Tokyo): exact tie.
     params = SendTimeParams(min_events=0)
-    arrivals = [(ev(T0), "UTC"), (ev(T0), "Asia/Tokyo"), (ev(T0 - D), "UTC"),
-                (ev(T0 - D), "Asia/Tokyo")]
+    arrivals = [
+        (ev(T0), "UTC"),
+        (ev(T0), "Asia/Tokyo"),
+        (ev(T0 - D), "UTC"),
+        (ev(T0 - D), "Asia/Tokyo"),
+    ]
     results = set()
     for perm in ([0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]):
         state = SendTimeState(params)
@@ -287,7 +296,8 @@ def test_merge_equals_adding_everything_and_serves_as_population() -> None:
     pop = whole.population_distribution()
     assert math.fsum(pop) == pytest.approx(1.0)
     assert max(range(HOURS_PER_WEEK), key=lambda s: pop[s]) == max(
-        range(HOURS_PER_WEEK), key=lambda s: whole.counts[s])
+        range(HOURS_PER_WEEK), key=lambda s: whole.counts[s]
+    )
 
 
 # --- shrinkage, smoothing, population ------------------------------------------------------
@@ -344,11 +354,12 @@ def test_should_emit_send_time() -> None:
     p = SendTimeParams()
     base = SendTimeResult(9, 0, 9, 0.40, "subscriber", 5.0, 0.2, T0)
     assert should_emit_send_time(None, base, p)
-    assert should_emit_send_time(base, base.__class__(10, 0, 10, 0.40, "subscriber", 5, .2, T0), p)
-    assert should_emit_send_time(base, base.__class__(9, 0, 9, 0.40, "population", 5, .2, T0), p)
-    assert not should_emit_send_time(base, base.__class__(9, 0, 9, 0.44, "subscriber", 6, .2, T0),
-                                     p)
-    assert should_emit_send_time(base, base.__class__(9, 0, 9, 0.46, "subscriber", 6, .2, T0), p)
+    assert should_emit_send_time(base, base.__class__(10, 0, 10, 0.40, "subscriber", 5, 0.2, T0), p)
+    assert should_emit_send_time(base, base.__class__(9, 0, 9, 0.40, "population", 5, 0.2, T0), p)
+    assert not should_emit_send_time(
+        base, base.__class__(9, 0, 9, 0.44, "subscriber", 6, 0.2, T0), p
+    )
+    assert should_emit_send_time(base, base.__class__(9, 0, 9, 0.46, "subscriber", 6, 0.2, T0), p)
 
 
 def test_state_tuple_round_trip_and_params_pickle() -> None:

@@ -136,6 +136,8 @@ def _ndjson_items(text: str) -> list[Item]:
 
 
 def require_dict(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        raise ItemError("missing_field", f"{where} is missing")
     if not isinstance(value, dict):
         raise ItemError("invalid_format",
                         f"{where} must be a JSON object, got {type(value).__name__}")
@@ -161,7 +163,7 @@ def text(value: Any) -> str | None:
 def require_text(mapping: Mapping[str, Any], key: str, where: str) -> str:
     value = text(mapping.get(key))
     if value is None:
-        if key in mapping:
+        if mapping.get(key) is not None:
             raise ItemError("invalid_field",
                             f"{where}.{key} must be a non-empty string, got {mapping[key]!r}")
         raise ItemError("missing_field", f"{where}.{key} is missing")

@@ -8,7 +8,7 @@ with bounce_class null; BadEmailAddress, ManuallyDeactivated, Unconfirmed,
 TemplateRenderingFailed, SMTPApiError->dropped (never attempted); SpamNotification,
 SpamComplaint->complaint; AutoResponder, AddressChange, ChallengeVerification,
 OpenRelayTest, InboundError and unknown values->unknown_event_type (auto-replies and
-inbound, not delivery outcomes). SpamComplaint->complaint, Open->open, Click->click,
+inbound, not delivery outcomes). RecordType SpamComplaint->complaint, Open->open, Click->click,
 SubscriptionChange with ``SuppressSending: true`` and reason ManualSuppression (or none)
 ->unsubscribe; a suppression caused by HardBounce/SpamComplaint repeats an event already
 received and a reactivation (``SuppressSending: false``) has no canonical type: both are

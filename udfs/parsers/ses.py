@@ -107,7 +107,8 @@ def _firehose(request: dict[str, Any]) -> Batch:
     request_id = text(request.get("requestId"))
     items = []
     for index, entry in enumerate(records):
-        raw = compact_json(entry)
+        # An undecodable record is kept inside a one-record request, which replays alone.
+        raw = compact_json({**request, "records": [entry]})
         try:
             data = require_dict(entry, f"records[{index}]").get("data")
             decoded = base64.b64decode(data, validate=True).decode("utf-8")

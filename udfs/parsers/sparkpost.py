@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from udfs.bots import native_bot_reason
 from udfs.parsers import (
     Batch,
     Draft,
@@ -142,7 +141,6 @@ def parse_item(value: Any, ctx: ParseContext) -> list[Draft]:
         url=text(event.get("target_link_url")) if canonical == "click" else None,
         bounce_class=bounce_class,
         native_machine_open=machine_open,
-        native_bot_reason=native_bot_reason(native_machine_open=machine_open),
         user_agent=text(event.get("user_agent")),
         ip=text(event.get("ip_address")),
         trusted_event_id=event_id,
