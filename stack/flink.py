@@ -52,6 +52,7 @@ class FlinkCluster:
         self.conf_dir = self.dir / "conf"
         self.log_dir = self.dir / "log"
         self.pid_dir = self.dir / "run"
+        self.lib_dir = self.dir / "lib"
 
     @property
     def rest_url(self) -> str:
@@ -60,12 +61,25 @@ class FlinkCluster:
     def _env(self) -> dict[str, str]:
         env = client_env(self.conf_dir)
         env["FLINK_LOG_DIR"] = str(self.log_dir)
+        env["FLINK_LIB_DIR"] = str(self.lib_dir)
         env["FLINK_PID_DIR"] = str(self.pid_dir)
         return env
+
+    def _link_lib(self) -> None:
+        """The wheel's lib/ plus opt/flink-python: JobManager and TaskManager must load the
+        Python operators (e.g. EmbeddedPythonTableFunctionOperator) from their own
+        classpath, as in a Flink distribution prepared for PyFlink."""
+        if self.lib_dir.exists():
+            shutil.rmtree(self.lib_dir)
+        self.lib_dir.mkdir(parents=True)
+        home = flink_home()
+        for jar in [*(home / "lib").glob("*.jar"), *(home / "opt").glob("flink-python-*.jar")]:
+            (self.lib_dir / jar.name).symlink_to(jar)
 
     def write_config(self) -> Path:
         for d in (self.conf_dir, self.log_dir, self.pid_dir, self.dir / "tmp"):
             d.mkdir(parents=True, exist_ok=True)
+        self._link_lib()
         wheel_conf = flink_home() / "conf"
         for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties",
                      "log4j-session.properties"):
@@ -73,6 +87,10 @@ class FlinkCluster:
         (self.conf_dir / "masters").write_text(f"127.0.0.1:{self.rest_port}\n")
         (self.conf_dir / "workers").write_text("127.0.0.1\n")
         conf = yaml.safe_load(CLUSTER_CONFIG.read_text())
+        # Java 17 module opens that Flink needs (reflection into java.util etc.) ship in
+        # the wheel's default config; keep them.
+        wheel_defaults = yaml.safe_load((wheel_conf / "config.yaml").read_text())
+        conf["env.java.opts.all"] = wheel_defaults["env"]["java"]["opts"]["all"]
         python = str(Path(sys.executable))
         conf.update({
             "jobmanager.rpc.address": "127.0.0.1",
