@@ -32,6 +32,7 @@ $(VENV)/.installed: pyproject.toml
 # Connector jars -> jars/flink, Kafka broker -> jars/kafka (see flink-conf/pom.xml).
 jars: jars/.fetched
 jars/.fetched: flink-conf/pom.xml
+	rm -rf jars/flink jars/kafka  # no stale versions left beside new ones
 	mvn -q -B -f flink-conf/pom.xml package
 	touch $@
 

@@ -110,11 +110,16 @@ class FlinkCluster:
         (self.conf_dir / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=True))
         return self.conf_dir
 
-    def _daemon_pids(self) -> list[int]:
+    def _daemon_pids(self, ours_only: bool = True) -> list[int]:
+        """Pids from Flink's own pid files; with ours_only, only those whose command line
+        names this stack's config dir (safe to signal)."""
         pids = []
         for pid_file in self.pid_dir.glob("*.pid"):
             for line in pid_file.read_text().split():
-                if line.isdigit() and str(self.conf_dir) in processes.cmdline(int(line)):
+                if not line.isdigit():
+                    continue
+                if (str(self.conf_dir) in processes.cmdline(int(line)) if ours_only
+                        else processes.alive(int(line))):
                     pids.append(int(line))
         return pids
 
@@ -144,7 +149,7 @@ class FlinkCluster:
             raise StackError(f"start-cluster.sh failed:\n{result.stdout}{result.stderr}")
         log = next(iter(sorted(self.log_dir.glob("*standalonesession*.log"))), None)
         processes.wait_until(self._ready, self.timeout, "Flink (JobManager + TaskManager)",
-                             log, alive=lambda: bool(self._daemon_pids()))
+                             log, alive=lambda: bool(self._daemon_pids(ours_only=False)))
         return f"Flink started at {self.rest_url} (logs in {self.log_dir})"
 
     def stop(self) -> str:

@@ -101,8 +101,10 @@ class KafkaBroker:
                                  f"{result.stderr}")
         pid = processes.spawn(self._java("kafka.Kafka", str(self.props)), self.log,
                               self.pid_file)
+        # Liveness by pid, not by command line: the java launcher may re-exec itself while
+        # starting, and its command line is briefly unreadable.
         processes.wait_until(self._ready, self.timeout, "Kafka", self.dir / "server.log",
-                             alive=self.running)
+                             alive=lambda: processes.alive(pid))
         return f"Kafka started (pid {pid}) on {self.bootstrap}"
 
     def _ready(self) -> bool:

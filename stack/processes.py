@@ -48,6 +48,11 @@ def read_pid(pid_file: Path, marker: str) -> int | None:
     return pid if marker in cmdline(pid) else None
 
 
+def alive(pid: int) -> bool:
+    """The process exists and has not exited (a zombie has exited)."""
+    return Path(f"/proc/{pid}").exists() and not _is_zombie(pid)
+
+
 def spawn(argv: Sequence[str], log_file: Path, pid_file: Path,
           env: dict[str, str] | None = None, cwd: Path | None = None) -> int:
     """Start a detached daemon (own session, so Ctrl-C in the caller does not reach it)."""
@@ -68,7 +73,7 @@ def terminate(pid: int, timeout_s: float = 30.0) -> None:
         return
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+        if not alive(pid):
             return
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
