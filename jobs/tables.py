@@ -68,12 +68,34 @@ def raw_source(config: Mapping[str, Any], name: str = "raw_webhooks",
 )"""
 
 
+def events_source(config: Mapping[str, Any], logical_topic: str, group: str,
+                  name: str) -> str:
+    """An EmailEvent topic as an event-time source: `ts` (from event_time) carries the
+    watermark, bounded by clean.out_of_orderness_s; `proc` is processing time."""
+    opts = kafka_source_options(config, logical_topic, group) | {"value.format": "avro"}
+    return f"""CREATE TABLE {name} (
+  {event_time_columns(config)}
+) WITH (
+  {_options(opts)}
+)"""
+
+
+def event_time_columns(config: Mapping[str, Any]) -> str:
+    """EmailEvent columns + rowtime `ts` with its watermark + processing time `proc`."""
+    ooo = int(config["clean"]["out_of_orderness_s"])
+    return f"""{avro_schema.column_ddl("EmailEvent")},
+  ts AS TO_TIMESTAMP_LTZ(event_time, 3),
+  proc AS PROCTIME(),
+  WATERMARK FOR ts AS ts - INTERVAL '{ooo}' SECOND"""
+
+
 def events_sink(config: Mapping[str, Any], logical_topic: str, job: str,
-                name: str) -> str:
-    """An EmailEvent topic keyed by event_id (email.events, email.late)."""
+                name: str, key: str = "event_id") -> str:
+    """An EmailEvent topic: email.events and email.late keyed by event_id,
+    email.events.clean by subscriber_id (so one subscriber's events stay in order)."""
     opts = kafka_sink_options(config, logical_topic, job) | {
         "key.format": "raw",
-        "key.fields": "event_id",
+        "key.fields": key,
         "value.format": "avro",
         "value.fields-include": "ALL",
     }

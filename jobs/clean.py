@@ -1,0 +1,178 @@
+"""Clean job: email.events -> email.events.clean (deduplicated, within allowed lateness,
+stateful bot clicks flagged) + email.late (beyond the horizon, with the reason).
+
+Deduplication and the lateness split are Flink SQL (Java operators, state with TTL); only
+clicks and deliveries pass through one small Python operator that flags bot clicks
+(udfs.click_bots), because that needs per-message state and event-time timers.
+
+Duplicates dropped = numRecordsIn - numRecordsOut of the two Deduplicate operators
+(Flink metrics, REST /jobs/<id>/vertices/<v>/metrics); late events = records written to
+email.late."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from pyflink.common import Row, Types
+from pyflink.common.time import Time
+from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+from pyflink.table import StreamTableEnvironment, Table
+
+import settings
+from jobs import avro_schema, runtime, tables
+from udfs.click_bots import ClickBotParams, judge_clicks
+
+JOB_NAME = "email-clean"
+FIELDS = avro_schema.field_names("EmailEvent")
+_TYPES = {"STRING": Types.STRING(), "BIGINT": Types.LONG(), "BOOLEAN": Types.BOOLEAN(),
+          "INT": Types.INT()}
+
+
+class Outputs(NamedTuple):
+    clean: Table  # EmailEvent columns
+    late: Table   # EmailEvent columns, attributes['late_reason'] set
+
+
+def event_row_type():
+    types = []
+    for _, flink_type in avro_schema.columns("EmailEvent"):
+        base = flink_type.removesuffix(" NOT NULL")
+        types.append(Types.MAP(Types.STRING(), Types.STRING()) if base.startswith("MAP")
+                     else _TYPES[base])
+    return Types.ROW_NAMED(FIELDS, types)
+
+
+def dedup_state_ttl(config: Mapping[str, Any]) -> str:
+    return f"{int(config['clean']['dedup_horizon_h'])} h"
+
+
+class ClickBotFlagger(KeyedProcessFunction):
+    """Keyed by message and subscriber. Holds each click until the watermark passes
+    click time + burst window: by then the delivery and every click that could form a
+    burst with it have arrived, so the verdict is final when the click is emitted."""
+
+    def __init__(self, params: ClickBotParams, horizon_ms: int):
+        self.params = params
+        self.horizon_ms = horizon_ms
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        ttl = (StateTtlConfig.new_builder(Time.milliseconds(self.horizon_ms))
+               .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite).build())
+        delivered = ValueStateDescriptor("delivered_at", Types.LONG())
+        clicks = ValueStateDescriptor("clicks", Types.PICKLED_BYTE_ARRAY())
+        delivered.enable_time_to_live(ttl)
+        clicks.enable_time_to_live(ttl)
+        self.delivered_at = runtime_context.get_state(delivered)
+        # (pending, recent): pending await their verdict; recent were emitted but can
+        # still be part of a burst with later clicks.
+        self.clicks = runtime_context.get_state(clicks)
+
+    def _load(self) -> tuple[list[dict], list[dict]]:
+        raw = self.clicks.value()
+        return pickle.loads(raw) if raw else ([], [])
+
+    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context):
+        if value["event_type"] == "delivered":
+            known = self.delivered_at.value()
+            if known is None or value["event_time"] < known:
+                self.delivered_at.update(value["event_time"])
+            return
+        pending, recent = self._load()
+        pending.append(value.as_dict())
+        self.clicks.update(pickle.dumps((pending, recent)))
+        ctx.timer_service().register_event_time_timer(
+            value["event_time"] + self.params.burst_window_ms)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
+        pending, recent = self._load()
+        window = self.params.burst_window_ms
+        ready = [c for c in pending if c["event_time"] + window <= timestamp]
+        if not ready:
+            return
+        waiting = [c for c in pending if c["event_time"] + window > timestamp]
+        context = recent + pending
+        verdicts = judge_clicks(context, self.delivered_at.value(), self.params)
+        judged = {id(c): v for c, v in zip(context, verdicts, strict=True)}
+        for click in ready:
+            click["suspected_bot"], click["bot_reason"] = judged[id(click)]
+            yield Row(*(click[f] for f in FIELDS))
+        recent = [c for c in recent + ready if c["event_time"] >= timestamp - 2 * window]
+        self.clicks.update(pickle.dumps((waiting, recent)))
+
+
+def build(t_env: StreamTableEnvironment, config: Mapping[str, Any], source: str) -> Outputs:
+    """`source` has the EmailEvent columns plus rowtime `ts` (with watermark) and
+    processing time `proc`."""
+    cfg = config["clean"]
+    horizon_s = int(cfg["dedup_horizon_h"]) * 3600
+    t_env.get_config().set("table.exec.state.ttl", dedup_state_ttl(config))
+    cols = avro_schema.select_list("EmailEvent")
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY VIEW classified AS
+        SELECT {cols}, ts, proc,
+               CURRENT_WATERMARK(ts) IS NOT NULL
+               AND ts < TIMESTAMPADD(SECOND, -{horizon_s}, CURRENT_WATERMARK(ts)) AS too_late,
+               CURRENT_WATERMARK(ts) AS wm
+        FROM {source}""")
+    # Two keep-first deduplications: by event id, then by content, which catches a
+    # retried webhook that arrives with a new provider event id.
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY VIEW unique_by_id AS
+        SELECT {cols}, ts, proc FROM (
+            SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY proc) AS rn
+            FROM classified WHERE NOT too_late)
+        WHERE rn = 1""")
+    t_env.execute_sql(f"""
+        CREATE TEMPORARY VIEW unique_events AS
+        SELECT {cols} FROM (
+            SELECT *, ROW_NUMBER() OVER (
+                PARTITION BY provider, message_id, subscriber_id, event_type, event_time, url
+                ORDER BY proc) AS rn
+            FROM unique_by_id)
+        WHERE rn = 1""")
+
+    params = ClickBotParams(after_delivery_s=cfg["bot_click_after_delivery_s"],
+                            burst_window_s=cfg["bot_burst_window_s"],
+                            burst_min_links=int(cfg["bot_burst_min_links"]))
+    clicks_and_deliveries = t_env.to_data_stream(t_env.sql_query(
+        f"SELECT {cols} FROM unique_events WHERE event_type IN ('click', 'delivered')"))
+    flagged = (clicks_and_deliveries
+               .key_by(lambda r: f"{r['message_id'] or ''}|{r['subscriber_id']}",
+                       key_type=Types.STRING())
+               .process(ClickBotFlagger(params, horizon_s * 1000),
+                        output_type=event_row_type())
+               .name("flag bot clicks"))
+    t_env.create_temporary_view("flagged_clicks", t_env.from_data_stream(flagged))
+    clean = t_env.sql_query(f"""
+        SELECT {cols} FROM unique_events WHERE event_type <> 'click'
+        UNION ALL
+        SELECT {cols} FROM flagged_clicks""")
+    late_cols = cols.replace(
+        "attributes",
+        "MAP_UNION(attributes, MAP['late_reason', CONCAT('event_time ', "
+        "CAST(event_time AS STRING), ' is more than "
+        f"{cfg['dedup_horizon_h']} h behind the watermark ', CAST(wm AS STRING))]) "
+        "AS attributes")
+    late = t_env.sql_query(f"SELECT {late_cols} FROM classified WHERE too_late")
+    return Outputs(clean=clean, late=late)
+
+
+def main() -> None:
+    config = settings.load()
+    _, t_env = runtime.create_env(config, JOB_NAME)
+    t_env.execute_sql(tables.events_source(config, "events", "clean", "email_events_in"))
+    t_env.execute_sql(tables.events_sink(config, "clean", "clean", "email_events_clean",
+                                         key="subscriber_id"))
+    t_env.execute_sql(tables.events_sink(config, "late", "clean", "email_late"))
+    out = build(t_env, config, "email_events_in")
+    stmts = t_env.create_statement_set()
+    stmts.add_insert("email_events_clean", out.clean)
+    stmts.add_insert("email_late", out.late)
+    stmts.execute()
+
+
+if __name__ == "__main__":
+    main()

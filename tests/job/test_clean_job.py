@@ -1,0 +1,77 @@
+"""The clean job on the MiniCluster: exact output for a scenario with duplicates (same id
+and new id), shuffled order, events late within and beyond the horizon, and bot clicks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs import avro_schema, clean, tables
+from tests.job.conftest import final_rows
+
+pytestmark = pytest.mark.job
+
+T = 1767268800000  # 2026-01-01T12:00:00Z
+S, H = 1000, 3600 * 1000
+
+
+def event(event_id, event_type, t, message="m1", subscriber="s1", url=None, **extra):
+    base = {f: None for f in avro_schema.field_names("EmailEvent")}
+    base.update(event_id=event_id, provider="sendgrid", event_type=event_type, event_time=t,
+                received_time=t + 5 * S, message_id=message, subscriber_id=subscriber,
+                campaign_id="c1", url=url, suspected_bot=False, attributes={})
+    base.update(extra)
+    return base
+
+
+SCENARIO = [  # arrival order
+    event("d1", "delivered", T),
+    event("o1", "open", T + 60 * S),
+    event("c-scan", "click", T + 3 * S, url="https://x/a"),         # 3 s after delivery
+    event("d1", "delivered", T),                                     # same id again
+    event("o1-retry", "open", T + 60 * S),                           # new id, same content
+    event("d2", "delivered", T, message="m2", subscriber="s2"),
+    event("b3", "click", T + 102 * S, message="m2", subscriber="s2", url="https://x/c"),
+    event("b1", "click", T + 100 * S, message="m2", subscriber="s2", url="https://x/a"),
+    event("b2", "click", T + 101 * S, message="m2", subscriber="s2", url="https://x/b"),
+    event("c-human", "click", T + 600 * S, url="https://x/a"),
+    event("ua", "click", T + 700 * S, url="https://x/b", suspected_bot=True,
+          bot_reason="ua_scanner"),
+    event("o3", "open", T + 3 * H, message="m3", subscriber="s3"),  # watermark -> T+3h-10s
+    event("early", "open", T - 1 * H, message="m4", subscriber="s4"),  # late, within horizon
+    event("old", "open", T - 49 * H, message="m5", subscriber="s5"),   # beyond 48 h
+    event("old", "open", T - 49 * H, message="m5", subscriber="s5"),   # ... twice
+]
+
+
+def _source(t_env, job_config, tmp_path):
+    path = tmp_path / "events.json"
+    path.write_text("\n".join(json.dumps(e) for e in SCENARIO) + "\n")
+    t_env.execute_sql(f"""CREATE TEMPORARY TABLE events_in (
+        {tables.event_time_columns(job_config)}
+    ) WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = 'json')""")
+    return "events_in"
+
+
+def test_clean_scenario(t_env, job_config, tmp_path):
+    out = clean.build(t_env, job_config, _source(t_env, job_config, tmp_path))
+    names = out.clean.get_schema().get_field_names()
+    output = final_rows(out.clean)
+    rows = {r[0]: dict(zip(names, r, strict=True)) for r in output}
+    assert sorted(r[0] for r in output) == sorted(["d1", "o1", "c-scan", "d2", "b1", "b2", "b3", "c-human",
+                                   "ua", "o3", "early"])
+    flags = {eid: (r["suspected_bot"], r["bot_reason"]) for eid, r in rows.items()
+             if r["event_type"] == "click"}
+    assert flags == {
+        "c-scan": (True, "click_soon_after_delivery"),
+        "b1": (True, "click_burst"), "b2": (True, "click_burst"), "b3": (True, "click_burst"),
+        "c-human": (False, None),
+        "ua": (True, "ua_scanner"),
+    }
+
+    late = final_rows(out.late)
+    assert [r[0] for r in late] == ["old", "old"]
+    reason = dict(zip(out.late.get_schema().get_field_names(), late[0], strict=True))[
+        "attributes"]["late_reason"]
+    assert "more than 48 h behind the watermark" in reason
