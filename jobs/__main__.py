@@ -21,7 +21,7 @@ from stack.errors import StackError
 from stack.flink import client_env, flink_home
 
 ROOT = Path(__file__).resolve().parent.parent
-JOBS = {"normalize": "jobs.normalize"}
+JOBS = {"normalize": "jobs.normalize", "clean": "jobs.clean", "metrics": "jobs.metrics"}
 SHIPPED_PACKAGES = ("jobs", "udfs", "settings", "stack")
 
 

@@ -142,3 +142,35 @@ def jdbc_sink(config: Mapping[str, Any], name: str, table: str, columns: str,
 ) WITH (
   {_options(opts)}
 )"""
+
+
+def conversions_source(config: Mapping[str, Any], group: str,
+                       name: str = "conversions_in") -> str:
+    """commerce.conversions (Avro Conversion)."""
+    opts = kafka_source_options(config, "conversions", group) | {"value.format": "avro"}
+    return f"""CREATE TABLE {name} (
+  {avro_schema.column_ddl("Conversion")}
+) WITH (
+  {_options(opts)}
+)"""
+
+
+def upsert_kafka_sink(config: Mapping[str, Any], logical_topic: str, schema: str,
+                      key: list[str], name: str) -> str:
+    """A compacted/keyed topic of upserts (latest row per key; deletes are tombstones).
+    Idempotent on replay, so at-least-once delivery is enough."""
+    kafka = config["kafka"]
+    opts = {
+        "connector": "upsert-kafka",
+        "topic": settings.topic(config, logical_topic),
+        "properties.bootstrap.servers": kafka["bootstrap_servers"],
+        "key.format": "avro",
+        "value.format": "avro",
+        "value.fields-include": "ALL",
+    }
+    return f"""CREATE TABLE {name} (
+  {avro_schema.column_ddl(schema)},
+  PRIMARY KEY ({", ".join(avro_schema.quote(k) for k in key)}) NOT ENFORCED
+) WITH (
+  {_options(opts)}
+)"""

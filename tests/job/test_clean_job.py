@@ -59,8 +59,8 @@ def test_clean_scenario(t_env, job_config, tmp_path):
     names = out.clean.get_schema().get_field_names()
     output = final_rows(out.clean)
     rows = {r[0]: dict(zip(names, r, strict=True)) for r in output}
-    assert sorted(r[0] for r in output) == sorted(["d1", "o1", "c-scan", "d2", "b1", "b2", "b3", "c-human",
-                                   "ua", "o3", "early"])
+    assert sorted(r[0] for r in output) == sorted(
+        ["d1", "o1", "c-scan", "d2", "b1", "b2", "b3", "c-human", "ua", "o3", "early"])
     flags = {eid: (r["suspected_bot"], r["bot_reason"]) for eid, r in rows.items()
              if r["event_type"] == "click"}
     assert flags == {

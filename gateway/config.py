@@ -1,0 +1,95 @@
+"""The ``gateway`` section of the project settings, with every default in one place.
+
+Secrets live in the same section and are set per deployment through the settings'
+environment overrides, e.g. ``EMAIL_STREAMING__GATEWAY__SENDGRID__PUBLIC_KEY=MFkw...``,
+like ``normalize.hmac_key``. Values are read with ``.get`` so that the section may be
+partial (or absent) in the YAML.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.signatures import VERIFIERS
+
+PROVIDERS = tuple(VERIFIERS)
+
+DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 18080,
+    # Kafka refuses records above the topic's max.message.bytes (1 MiB by default), so the
+    # limit stays under it; raise both together for large Mandrill/SparkPost batches.
+    "max_body_bytes": 1_000_000,
+    "produce_timeout_s": 10.0,
+    # Socket timeout per request: a client that stalls mid-body does not hold a thread.
+    "read_timeout_s": 30.0,
+    # Reverse proxies in front of us whose X-Forwarded-For we trust (0 = use the peer).
+    "trusted_proxy_hops": 0,
+    "verify": {name: True for name in PROVIDERS},
+    "sendgrid": {"public_key": "", "max_age_s": 90000},
+    "mailgun": {"signing_key": "", "max_age_s": 30600, "replay_cache_size": 200000},
+    "ses": {"topic_arns": [], "cert_dir": "", "fetch_certs": False, "max_age_s": 3900,
+            "confirm_subscriptions": False},
+    "postmark": {"username": "", "password": ""},
+    "sparkpost": {"username": "", "password": "", "token": ""},
+    "mandrill": {"webhook_key": "", "url": ""},
+    "tracker": {"keys": [], "redirect_hosts": [], "redirect_when_kafka_down": True},
+}
+
+# Which secret keys make a provider "configured"; any one group suffices.
+_REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
+    "sendgrid": (("public_key",),),
+    "mailgun": (("signing_key",),),
+    "ses": (("topic_arns",),),
+    "postmark": (("username", "password"),),
+    "sparkpost": (("username", "password"), ("token",)),
+    "mandrill": (("webhook_key", "url"),),
+}
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in override.items():
+        if isinstance(base.get(key), dict) and isinstance(value, Mapping):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    section: Mapping[str, Any] = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> GatewaySettings:
+        """From ``settings.load()`` (its ``gateway`` section over DEFAULTS)."""
+        return cls.from_section(config.get("gateway") or {})
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> GatewaySettings:
+        return cls(_deep_merge(copy.deepcopy(DEFAULTS), section))
+
+    def __getitem__(self, key: str) -> Any:
+        return self.section[key]
+
+    def provider(self, name: str) -> Mapping[str, Any]:
+        """That provider's settings (its secrets and windows)."""
+        return self.section.get(name) or {}
+
+    def verifies(self, name: str) -> bool:
+        return bool(self.section["verify"].get(name, True))
+
+    def configured(self, name: str) -> bool:
+        """Whether the secrets needed to verify ``name`` are set."""
+        values = self.provider(name)
+        return any(all(values.get(k) for k in group) for group in _REQUIRED[name])
+
+    @property
+    def tracker_keys(self) -> list[str]:
+        keys = self.section["tracker"].get("keys") or []
+        if isinstance(keys, str):  # one key set through an env var
+            keys = [keys]
+        return [str(k) for k in keys if k]
