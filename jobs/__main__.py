@@ -1,4 +1,6 @@
-"""python -m jobs submit JOB | list — submit a job of this repo to a Flink cluster.
+"""python -m jobs submit JOB [--from-savepoint PATH] | stop JOB_ID | list — run the jobs
+of this repo on a Flink cluster. A redeploy is `stop` (stop-with-savepoint) followed by
+`submit --from-savepoint` with the printed path.
 
 The cluster is flink.rest_url (the local stack by default; point it elsewhere with
 EMAIL_STREAMING__FLINK__REST_URL). The Python packages the TaskManagers need are shipped
@@ -18,7 +20,7 @@ from urllib.parse import urlsplit
 
 import settings
 from stack.errors import StackError
-from stack.flink import client_env, flink_home
+from stack.flink import client_env, flink_home, link_lib_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = {"normalize": "jobs.normalize", "clean": "jobs.clean", "metrics": "jobs.metrics"}
@@ -39,7 +41,7 @@ def build_zip(target: Path | None = None) -> Path:
 
 
 def submit(job: str, config: dict, config_path: str | None = None,
-           detached: bool = True) -> str:
+           detached: bool = True, savepoint: str | None = None) -> str:
     """Run `flink run` for one job; returns the JobID. The job's client process reads the
     same settings: the override file (config_path) and EMAIL_STREAMING__* variables."""
     if job not in JOBS:
@@ -51,7 +53,11 @@ def submit(job: str, config: dict, config_path: str | None = None,
             "-pyfs", str(build_zip()), "-pym", JOBS[job]]
     if detached:
         argv.insert(2, "-d")
+    if savepoint:
+        # Resume: operator state and source offsets come from the savepoint.
+        argv[2:2] = ["-s", savepoint]
     env = client_env(conf_dir)
+    env["FLINK_LIB_DIR"] = str(link_lib_dir(ROOT / "build" / "flink-client-lib"))
     if config_path:
         env[settings.FILE_ENV] = str(Path(config_path).resolve())
     result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -78,14 +84,23 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_submit = sub.add_parser("submit", help="submit a job (detached)")
     p_submit.add_argument("job", choices=sorted(JOBS))
+    p_submit.add_argument("--from-savepoint", metavar="PATH",
+                          help="resume from a savepoint (path printed by `stop`)")
+    p_stop = sub.add_parser("stop", help="stop a job with a savepoint; prints its path")
+    p_stop.add_argument("job_id")
     sub.add_parser("list", help="jobs on the cluster")
     parser.add_argument("--config", help="YAML file merged over settings/defaults.yaml")
     args = parser.parse_args(argv)
     try:
         config = settings.load(args.config)
         if args.command == "submit":
-            job_id = submit(args.job, config, args.config)
+            job_id = submit(args.job, config, args.config, savepoint=args.from_savepoint)
             print(f"submitted {args.job}: JobID {job_id}")
+        elif args.command == "stop":
+            from devtools.flink_rest import stop_with_savepoint
+
+            print(f"stopped {args.job_id}; savepoint: "
+                  f"{stop_with_savepoint(config, args.job_id)}")
         else:
             for job in list_jobs(config):
                 print(f"{job['jid']}  {job['state']:<10} {job['name']}")

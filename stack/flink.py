@@ -23,6 +23,25 @@ ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_CONFIG = ROOT / "flink-conf" / "config.yaml"
 
 
+def link_lib_dir(lib_dir: Path) -> Path:
+    """A Flink lib/ folder of links: the wheel's lib/, opt/flink-python (JobManager and
+    TaskManager must load the Python operators from their own classpath) and the
+    connector jars from jars/flink. Connectors in lib/ are loaded once per JVM; shipped
+    with every job they are loaded again per job and leak Metaspace until the
+    TaskManager dies. Used for the local cluster and for the `flink run` client, which
+    needs the connectors to plan a job."""
+    jars_dir = ROOT / "jars" / "flink"
+    preflight.flink_jars(jars_dir)
+    if lib_dir.exists():
+        shutil.rmtree(lib_dir)
+    lib_dir.mkdir(parents=True)
+    home = flink_home()
+    for jar in [*(home / "lib").glob("*.jar"), *(home / "opt").glob("flink-python-*.jar"),
+                *jars_dir.glob("*.jar")]:
+        (lib_dir / jar.name).symlink_to(jar.resolve())
+    return lib_dir
+
+
 def flink_home() -> Path:
     import pyflink
 
@@ -65,21 +84,10 @@ class FlinkCluster:
         env["FLINK_PID_DIR"] = str(self.pid_dir)
         return env
 
-    def _link_lib(self) -> None:
-        """The wheel's lib/ plus opt/flink-python: JobManager and TaskManager must load the
-        Python operators (e.g. EmbeddedPythonTableFunctionOperator) from their own
-        classpath, as in a Flink distribution prepared for PyFlink."""
-        if self.lib_dir.exists():
-            shutil.rmtree(self.lib_dir)
-        self.lib_dir.mkdir(parents=True)
-        home = flink_home()
-        for jar in [*(home / "lib").glob("*.jar"), *(home / "opt").glob("flink-python-*.jar")]:
-            (self.lib_dir / jar.name).symlink_to(jar)
-
     def write_config(self) -> Path:
         for d in (self.conf_dir, self.log_dir, self.pid_dir, self.dir / "tmp"):
             d.mkdir(parents=True, exist_ok=True)
-        self._link_lib()
+        link_lib_dir(self.lib_dir)
         wheel_conf = flink_home() / "conf"
         for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties",
                      "log4j-session.properties"):
@@ -158,8 +166,10 @@ class FlinkCluster:
             return "Flink not running"
         subprocess.run([str(flink_home() / "bin" / "stop-cluster.sh")], env=self._env(),
                        capture_output=True, text=True)
-        for pid in self._daemon_pids():  # stop-cluster.sh gave up on it
-            processes.terminate(pid)
+        # stop-cluster.sh only sends the signal; wait for the exit so the ports are free
+        # when this returns (SIGKILL after 30 s).
+        for pid in pids:
+            processes.terminate(pid, timeout_s=30)
         return f"Flink stopped (pids {', '.join(map(str, pids))})"
 
     def status(self) -> str:

@@ -39,9 +39,11 @@ SCENARIO = [  # arrival order
     event("ua", "click", T + 700 * S, url="https://x/b", suspected_bot=True,
           bot_reason="ua_scanner"),
     event("o3", "open", T + 3 * H, message="m3", subscriber="s3"),  # watermark -> T+3h-10s
-    event("early", "open", T - 1 * H, message="m4", subscriber="s4"),  # late, within horizon
-    event("old", "open", T - 49 * H, message="m5", subscriber="s5"),   # beyond 48 h
-    event("old", "open", T - 49 * H, message="m5", subscriber="s5"),   # ... twice
+    # received 47 h after it happened: late, but within the 48 h horizon
+    event("early", "open", T - 44 * H, message="m4", subscriber="s4", received_time=T + 3 * H),
+    # received 49 h after it happened: beyond the horizon (twice: not deduplicated)
+    event("old", "open", T - 46 * H, message="m5", subscriber="s5", received_time=T + 3 * H),
+    event("old", "open", T - 46 * H, message="m5", subscriber="s5", received_time=T + 3 * H),
 ]
 
 
@@ -74,4 +76,4 @@ def test_clean_scenario(t_env, job_config, tmp_path):
     assert [r[0] for r in late] == ["old", "old"]
     reason = dict(zip(out.late.get_schema().get_field_names(), late[0], strict=True))[
         "attributes"]["late_reason"]
-    assert "more than 48 h behind the watermark" in reason
+    assert reason == "received 2940 min after the event; the horizon is 48 h"

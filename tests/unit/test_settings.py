@@ -43,12 +43,12 @@ def test_environment_variables_win_and_are_parsed_as_yaml(tmp_path):
     path.write_text("flink: {parallelism: 4}\n")
     config = settings.load(path, environ={
         "EMAIL_STREAMING__FLINK__PARALLELISM": "2",
-        "EMAIL_STREAMING__FLINK__ADD_JARS": "false",
+        "EMAIL_STREAMING__FLINK__ADD_JARS": "true",
         "EMAIL_STREAMING__NORMALIZE__HMAC_KEY": "s3cret",
         "UNRELATED": "x",
     })
     assert config["flink"]["parallelism"] == 2
-    assert config["flink"]["add_jars"] is False
+    assert config["flink"]["add_jars"] is True
     assert config["normalize"]["hmac_key"] == "s3cret"
 
 
