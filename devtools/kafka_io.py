@@ -15,17 +15,17 @@ from jobs import avro_schema
 
 def produce_raw(bootstrap: str, topic: str, provider: str, bodies: Iterable[bytes],
                 content_type: str = "application/json") -> int:
-    """Write webhook bodies to email.raw the way the gateway does: key = request id,
-    headers provider / content-type / received-at. Returns how many were sent."""
+    """Write webhook bodies to email.raw the way the gateway does (key = request id, the
+    gateway's headers; signature-verified false). Returns how many were sent."""
     from kafka import KafkaProducer
+
+    from gateway.kafka_writer import raw_headers
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     sent = 0
     try:
         for body in bodies:
-            headers = [("provider", provider.encode()),
-                       ("content-type", content_type.encode()),
-                       ("received-at", str(int(time.time() * 1000)).encode())]
+            headers = raw_headers(provider, content_type, int(time.time() * 1000), False)
             producer.send(topic, key=uuid.uuid4().hex.encode(), value=body, headers=headers)
             sent += 1
         producer.flush(timeout=30)

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.server_close()
         writer.close()
+        gateway.close()
         log.info("gateway stopped")
     return 0
 

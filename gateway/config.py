@@ -1,4 +1,4 @@
-"""The ``gateway`` section of the project settings, with every default in one place.
+"""The ``gateway`` section of the project settings (defaults in settings/defaults.yaml).
 
 Secrets live in the same section and are set per deployment through the settings'
 environment overrides, e.g. ``EMAIL_STREAMING__GATEWAY__SENDGRID__PUBLIC_KEY=MFkw...``,
@@ -13,31 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import settings
 from gateway.signatures import VERIFIERS
 
 PROVIDERS = tuple(VERIFIERS)
 
-DEFAULTS: dict[str, Any] = {
-    "host": "127.0.0.1",
-    "port": 18080,
-    # Kafka refuses records above the topic's max.message.bytes (1 MiB by default), so the
-    # limit stays under it; raise both together for large Mandrill/SparkPost batches.
-    "max_body_bytes": 1_000_000,
-    "produce_timeout_s": 10.0,
-    # Socket timeout per request: a client that stalls mid-body does not hold a thread.
-    "read_timeout_s": 30.0,
-    # Reverse proxies in front of us whose X-Forwarded-For we trust (0 = use the peer).
-    "trusted_proxy_hops": 0,
-    "verify": {name: True for name in PROVIDERS},
-    "sendgrid": {"public_key": "", "max_age_s": 90000},
-    "mailgun": {"signing_key": "", "max_age_s": 30600, "replay_cache_size": 200000},
-    "ses": {"topic_arns": [], "cert_dir": "", "fetch_certs": False, "max_age_s": 3900,
-            "confirm_subscriptions": False},
-    "postmark": {"username": "", "password": ""},
-    "sparkpost": {"username": "", "password": "", "token": ""},
-    "mandrill": {"webhook_key": "", "url": ""},
-    "tracker": {"keys": [], "redirect_hosts": [], "redirect_when_kafka_down": True},
-}
+# The defaults are settings/defaults.yaml's gateway section: one place for them.
+DEFAULTS: dict[str, Any] = settings.load(environ={})["gateway"]
 
 # Which secret keys make a provider "configured"; any one group suffices.
 _REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {

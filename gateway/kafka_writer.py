@@ -17,6 +17,20 @@ from typing import Any, Protocol
 log = logging.getLogger("gateway")
 
 
+def raw_headers(provider: str, content_type: str, received_ms: int,
+                verified: bool) -> list[tuple[str, bytes]]:
+    """The Kafka headers of an email.raw record, which the normalize job reads; the gateway
+    and the capture replay both build them here so that a replayed record is
+    indistinguishable from a live one."""
+    return [
+        ("provider", provider.encode()),
+        # http.client decodes header values as Latin-1, so this restores the bytes.
+        ("content-type", content_type.encode("latin-1", "replace")),
+        ("received-at", str(received_ms).encode()),
+        ("signature-verified", b"true" if verified else b"false"),
+    ]
+
+
 class RawWriter(Protocol):
     def write(self, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]]) -> None:
         """Write one record; return after the broker's acknowledgement, raise on failure."""
@@ -79,6 +93,19 @@ class KafkaRawWriter:
             self._ok = False
             raise
         self._ok = True
+
+    def send(self, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]]) -> Any:
+        """Queue one record without waiting for it (bulk replays): returns kafka-python's
+        future; call ``flush`` and then check each future's ``succeeded()``."""
+        self._last_write = time.monotonic()
+        return self._get().send(self.topic, key=key, value=value, headers=list(headers))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every queued record is acknowledged or has failed."""
+        with self._lock:
+            producer = self._producer
+        if producer is not None:
+            producer.flush(timeout=timeout_s)
 
     def ready(self) -> bool:
         """The latest write's outcome, or the background probe's when writes are idle.

@@ -43,10 +43,11 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from gateway import tracking
+from gateway.capture import Captured, CaptureWriter, redact_headers
 from gateway.certs import CertStore, https_fetch
 from gateway.config import PROVIDERS, GatewaySettings
-from gateway.kafka_writer import RawWriter
-from gateway.replay import Check, ReplayGuard
+from gateway.kafka_writer import RawWriter, raw_headers
+from gateway.mailgun_tokens import Check, ReplayGuard
 from gateway.signatures import VERIFIERS, Verdict, header, sns_url_allowed, verify_ses
 
 log = logging.getLogger("gateway")
@@ -119,7 +120,8 @@ class Gateway:
 
     def __init__(self, settings: GatewaySettings, writer: RawWriter, *,
                  clock: Callable[[], float] = time.time, certs: CertStore | None = None,
-                 confirm: Callable[[str], None] = _visit) -> None:
+                 confirm: Callable[[str], None] = _visit,
+                 capture: CaptureWriter | None = None) -> None:
         self.settings = settings
         self.writer = writer
         self.clock = clock
@@ -135,6 +137,15 @@ class Gateway:
         # Same window as the signature check, so an expired token is refused either way.
         self.replay = ReplayGuard(float(mailgun.get("max_age_s", 30600)),
                                   int(mailgun.get("replay_cache_size", 200000)))
+        # Optional copy of every accepted request (gateway.capture_file) for replays.
+        capture_file = settings.section.get("capture_file") or ""
+        if capture is None and capture_file:
+            capture = CaptureWriter(capture_file)
+        self.capture = capture
+
+    def close(self) -> None:
+        if self.capture is not None:
+            self.capture.close()
 
     def warnings(self) -> list[str]:
         """Configuration problems worth a log line at start-up."""
@@ -183,7 +194,8 @@ class Gateway:
         content_type = header(headers, "content-type") or ""
         request_id = uuid.uuid4().hex
         try:
-            self._write(request_id, provider, content_type, body, int(now * 1000), verified)
+            self._write(request_id, provider, content_type, body, int(now * 1000), verified,
+                        headers)
         except Exception:
             if token is not None:
                 self.replay.release(token)
@@ -298,19 +310,13 @@ class Gateway:
         received_ms = int(self.clock() * 1000)
         body = tracking.hit_body(kind, claims, hit_id, received_ms,
                                  header(headers, "user-agent"), client_ip)
-        self._write(hit_id, "tracker", "application/json", body, received_ms, True)
+        self._write(hit_id, "tracker", "application/json", body, received_ms, True, headers)
 
     # --- the write -------------------------------------------------------------------------
 
     def _write(self, request_id: str, provider: str, content_type: str, body: bytes,
-               received_ms: int, verified: bool) -> None:
-        kafka_headers = [
-            ("provider", provider.encode()),
-            # http.client decodes header values as Latin-1, so this restores the bytes.
-            ("content-type", content_type.encode("latin-1", "replace")),
-            ("received-at", str(received_ms).encode()),
-            ("signature-verified", b"true" if verified else b"false"),
-        ]
+               received_ms: int, verified: bool, headers: Mapping[str, str]) -> None:
+        kafka_headers = raw_headers(provider, content_type, received_ms, verified)
         try:
             self.writer.write(request_id.encode(), body, kafka_headers)
         except Exception as exc:
@@ -319,6 +325,20 @@ class Gateway:
                       exc)
             raise
         self.counters.inc("gateway_written_total", provider=provider)
+        if self.capture is not None:
+            self._capture(self.capture, Captured(provider, content_type,
+                                                 redact_headers(headers), body, received_ms,
+                                                 request_id, verified))
+
+    def _capture(self, capture: CaptureWriter, record: Captured) -> None:
+        try:
+            capture.append(record)
+        except (OSError, ValueError) as exc:
+            # The record is in Kafka already: failing the request would make the sender
+            # retry and duplicate it, for the sake of a secondary copy.
+            self.counters.inc("gateway_capture_failures_total", provider=record.provider)
+            log.error("capture of %s request %s failed: %s", record.provider,
+                      record.request_id, exc)
 
     def ready(self) -> bool:
         probe = getattr(self.writer, "ready", None)

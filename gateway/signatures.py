@@ -13,7 +13,7 @@ Replay windows: a window shorter than the provider's retry horizon turns an outa
 side into lost events, because providers are reported to resend the original signed
 timestamp on retries. So the defaults follow the retry horizons (SendGrid 24 h, Mailgun
 8 h, SNS 1 h), and Mailgun, whose signature does not cover the body, gets token-replay
-rejection on top (``gateway.replay``).
+rejection on top (``gateway.mailgun_tokens``).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Verdict:
     ok: bool
     reason: str
     # Mailgun only: the signed token and its timestamp, for token-replay rejection, which
-    # needs state and so happens in the server (gateway.replay), not here.
+    # needs state and so happens in the server (gateway.mailgun_tokens), not here.
     replay_key: str | None = None
     replay_ts: float | None = None
 

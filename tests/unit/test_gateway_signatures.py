@@ -18,7 +18,7 @@ from gateway import signatures as sig
 from gateway import tracking
 from gateway.certs import CertError, CertStore
 from gateway.config import DEFAULTS, GatewaySettings
-from gateway.replay import Check, ReplayGuard
+from gateway.mailgun_tokens import Check, ReplayGuard
 from udfs.normalize import NormalizeSettings, normalize
 
 NOW = 1767268900.0
