@@ -9,12 +9,16 @@ with the job as one zip (-pyfs), so the cluster needs only PyFlink, not this che
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
+import os
 import re
 import subprocess
 import sys
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,14 +34,29 @@ SHIPPED_PACKAGES = ("jobs", "udfs", "settings", "stack")
 def build_zip(target: Path | None = None) -> Path:
     target = target or ROOT / "build" / "email_streaming.zip"
     target.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+    partial = target.with_suffix(f".{os.getpid()}.tmp")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
         for package in SHIPPED_PACKAGES:
             for path in sorted((ROOT / package).rglob("*")):
                 if path.suffix in (".py", ".yaml") and "__pycache__" not in path.parts:
                     zf.write(path, path.relative_to(ROOT))
         for path in sorted((ROOT / "avro").glob("*.avsc")):
             zf.write(path, path.relative_to(ROOT))
+    # Atomic: a `flink run` started earlier may still be reading the previous zip.
+    os.replace(partial, target)
     return target
+
+
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    lock_path = ROOT / "build" / ".lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def submit(job: str, config: dict, config_path: str | None = None,
@@ -49,15 +68,19 @@ def submit(job: str, config: dict, config_path: str | None = None,
     rest = urlsplit(config["flink"]["rest_url"])
     stack_conf = ROOT / config["local_stack"]["dir"] / "flink" / "conf"
     conf_dir = stack_conf if stack_conf.is_dir() else flink_home() / "conf"
+    with _build_lock():
+        # Concurrent submits (threads or processes) must not rebuild these under each other.
+        shipped = build_zip()
+        client_lib = link_lib_dir(ROOT / "build" / "flink-client-lib")
     argv = [str(flink_home() / "bin" / "flink"), "run", "-m", rest.netloc,
-            "-pyfs", str(build_zip()), "-pym", JOBS[job]]
+            "-pyfs", str(shipped), "-pym", JOBS[job]]
     if detached:
         argv.insert(2, "-d")
     if savepoint:
         # Resume: operator state and source offsets come from the savepoint.
         argv[2:2] = ["-s", savepoint]
     env = client_env(conf_dir)
-    env["FLINK_LIB_DIR"] = str(link_lib_dir(ROOT / "build" / "flink-client-lib"))
+    env["FLINK_LIB_DIR"] = str(client_lib)
     if config_path:
         env[settings.FILE_ENV] = str(Path(config_path).resolve())
     result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)

@@ -32,13 +32,17 @@ def link_lib_dir(lib_dir: Path) -> Path:
     needs the connectors to plan a job."""
     jars_dir = ROOT / "jars" / "flink"
     preflight.flink_jars(jars_dir)
+    home = flink_home()
+    wanted = {jar.name: jar.resolve() for jar in [
+        *(home / "lib").glob("*.jar"), *(home / "opt").glob("flink-python-*.jar"),
+        *jars_dir.glob("*.jar")]}
+    if lib_dir.is_dir() and {p.name: p.resolve() for p in lib_dir.iterdir()} == wanted:
+        return lib_dir  # unchanged: a running client or cluster may be reading it
     if lib_dir.exists():
         shutil.rmtree(lib_dir)
     lib_dir.mkdir(parents=True)
-    home = flink_home()
-    for jar in [*(home / "lib").glob("*.jar"), *(home / "opt").glob("flink-python-*.jar"),
-                *jars_dir.glob("*.jar")]:
-        (lib_dir / jar.name).symlink_to(jar.resolve())
+    for name, target in wanted.items():
+        (lib_dir / name).symlink_to(target)
     return lib_dir
 
 

@@ -1,8 +1,8 @@
 """End-to-end fixtures: the real local stack (Kafka, PostgreSQL, Flink cluster).
 
 The stack is started if it is not running (and stopped again afterwards in that case).
-Each test run gets its own topics and consumer groups through a config override file, so
-runs never see each other's records or the demo's."""
+Each test gets its own topics and consumer groups through a config override file, so
+tests never see each other's records or the demo's."""
 
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ def local_stack():
         _stack("stop")
 
 
-@pytest.fixture(scope="session")
-def e2e_config(local_stack, tmp_path_factory) -> tuple[dict, str, str]:
-    """(config, override file path, run tag) with topics and groups unique to this run."""
+@pytest.fixture
+def e2e_config(local_stack, tmp_path) -> tuple[dict, str, str]:
+    """(config, override file path, tag) with topics and groups unique to this test."""
     tag = uuid.uuid4().hex[:8]
     base = settings.load()
     override = {
@@ -48,7 +48,7 @@ def e2e_config(local_stack, tmp_path_factory) -> tuple[dict, str, str]:
                        for logical, spec in base["kafka"]["topics"].items()},
         },
     }
-    path = tmp_path_factory.mktemp("config") / "e2e.yaml"
+    path = tmp_path / "e2e.yaml"
     path.write_text(yaml.safe_dump(override))
     config = settings.load(path)
     kafka.ensure_topics(config)
