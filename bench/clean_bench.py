@@ -69,7 +69,8 @@ def generate(n: int, duplicate_share: float, seed: int = 7) -> tuple[list[dict],
     return events, unique
 
 
-def produce(bootstrap: str, topic: str, events: list[dict]) -> None:
+def produce(bootstrap: str, topic: str, events: list[dict],
+            partitions: list[int] | None = None) -> None:
     from kafka import KafkaProducer
 
     schema = fastavro.parse_schema(avro_schema.load("EmailEvent"))
@@ -78,7 +79,8 @@ def produce(bootstrap: str, topic: str, events: list[dict]) -> None:
     for i, event in enumerate(events):
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, schema, event)
-        producer.send(topic, key=event["event_id"].encode(), value=buf.getvalue())
+        producer.send(topic, key=event["event_id"].encode(), value=buf.getvalue(),
+                      partition=partitions[i] if partitions else None)
         if i % 50000 == 0:
             print(f"\r  loading {i}/{len(events)}", end="", flush=True)
     producer.flush()
@@ -104,11 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     bootstrap = config["kafka"]["bootstrap_servers"]
     kafka.ensure_topics(config)
     events, unique = generate(args.events, args.duplicates)
-    # One event an hour later moves the watermark past every held-back click.
-    flush = dict(events[0], event_id="flush", event_type="delivered",
-                 event_time=max(e["event_time"] for e in events) + 3_600_000)
-    produce(bootstrap, settings.topic(config, "events"), [*events, flush])
-    expected = unique + 1
+    produce(bootstrap, settings.topic(config, "events"), events)
+    # One event an hour later in every partition moves the watermark past every held-back
+    # click (otherwise the partitions that got no such event hold it back until their
+    # idle timeout).
+    partitions = config["kafka"]["topics"]["events"]["partitions"]
+    last = max(e["event_time"] for e in events) + 3_600_000
+    produce(bootstrap, settings.topic(config, "events"),
+            [dict(events[0], event_id=f"flush{p}", event_type="delivered", event_time=last,
+                  message_id=f"flush{p}") for p in range(partitions)],
+            partitions=list(range(partitions)))
+    expected = unique + partitions
 
     job_id = submit("clean", config, config_path)
     try:
@@ -133,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         flink_rest.cancel(config, job_id)
 
     result = {
-        "events": len(events) + 1,
+        "events": len(events) + partitions,
         "distinct_events": expected,
         "seconds": round(seconds, 2),
-        "events_per_s": round((len(events) + 1) / seconds),
+        "events_per_s": round((len(events) + partitions) / seconds),
         "checkpoint_state_bytes": state,
         "state_bytes_per_million_ids": round(state / expected * 1_000_000),
     }
