@@ -36,7 +36,7 @@ def _raw_table(t_env, records: list[tuple[str, bytes]]):
 
 
 def test_sendgrid_scenario(t_env, job_config):
-    batches = sendgrid_batches("t")
+    batches = sendgrid_batches("t", t0=1767268800)
     source = _raw_table(t_env, [("sendgrid", b) for b in batches] + [("nosuchesp", b"[]")])
     out = normalize.build(t_env, job_config, source)
 
