@@ -3,8 +3,8 @@ of this repo on a Flink cluster. A redeploy is `stop` (stop-with-savepoint) foll
 `submit --from-savepoint` with the printed path.
 
 The cluster is flink.rest_url (the local stack by default; point it elsewhere with
-EMAIL_STREAMING__FLINK__REST_URL). The Python packages the TaskManagers need are shipped
-with the job as one zip (-pyfs), so the cluster needs only PyFlink, not this checkout."""
+EMAIL_STREAMING__FLINK__REST_URL). The TaskManagers import the project's packages from
+their PYTHONPATH, or, with flink.ship_code, from a zip shipped with the job (-pyfs)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ from stack.errors import StackError
 from stack.flink import client_env, flink_home, link_lib_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-JOBS = {"normalize": "jobs.normalize", "clean": "jobs.clean", "metrics": "jobs.metrics"}
+JOBS = {"normalize": "jobs.normalize", "clean": "jobs.clean", "metrics": "jobs.metrics",
+        "abtest": "jobs.abtest"}
 SHIPPED_PACKAGES = ("jobs", "udfs", "settings", "stack")
 
 
@@ -73,7 +74,8 @@ def submit(job: str, config: dict, config_path: str | None = None,
         shipped = build_zip()
         client_lib = link_lib_dir(ROOT / "build" / "flink-client-lib")
     argv = [str(flink_home() / "bin" / "flink"), "run", "-m", rest.netloc,
-            "-pyfs", str(shipped), "-pym", JOBS[job]]
+            *(["-pyfs", str(shipped)] if config["flink"]["ship_code"] else []),
+            "-pym", JOBS[job]]
     if detached:
         argv.insert(2, "-d")
     if savepoint:

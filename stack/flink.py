@@ -85,6 +85,13 @@ class FlinkCluster:
         env = client_env(self.conf_dir)
         env["FLINK_LOG_DIR"] = str(self.log_dir)
         env["FLINK_LIB_DIR"] = str(self.lib_dir)
+        # Thread mode runs every job's Python code in ONE interpreter per TaskManager, so
+        # modules imported by one job stay in sys.modules for the next; imported from a
+        # job's shipped zip, they point into a folder deleted when that job ends and later
+        # jobs fail with ModuleNotFoundError. Importing the project from this checkout
+        # gives every job the same, lasting module paths.
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
         env["FLINK_PID_DIR"] = str(self.pid_dir)
         return env
 
