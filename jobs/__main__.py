@@ -28,7 +28,7 @@ from stack.flink import client_env, flink_home, link_lib_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = {"normalize": "jobs.normalize", "clean": "jobs.clean", "metrics": "jobs.metrics",
-        "abtest": "jobs.abtest"}
+        "abtest": "jobs.abtest", "subscriber": "jobs.subscriber"}
 SHIPPED_PACKAGES = ("jobs", "udfs", "settings", "stack")
 
 

@@ -29,7 +29,9 @@ def _shape(schema: dict) -> list[tuple]:
             for f in schema["fields"]]
 
 
-@pytest.mark.parametrize("name", ["EmailEvent", "DeadLetter", "Conversion", "CampaignMetrics",
-                                  "AbDecision"])
+@pytest.mark.parametrize("name", [
+    "EmailEvent", "DeadLetter", "Conversion", "CampaignMetrics", "AbDecision",
+    "SubscriberProfile", "ErasureRequest", "SubscriberScore", "SubscriberSendTime",
+    "SubscriberSuppression"])
 def test_flink_ddl_encodes_to_the_avsc_contract(t_env, name):
     assert _shape(_flink_avro_schema(t_env, name)) == _shape(avro_schema.load(name))
