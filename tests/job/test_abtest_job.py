@@ -67,6 +67,12 @@ EVENTS = [
     # 4. no definition and no arm named A: the first arm seen (red) is the control
     *arm_events("c2", "t-colors", "red", 50, 2),
     *arm_events("c2", "t-colors", "blue", 50, 3),
+    # 5. the seeded campaign: B converts clicks at 3 %, A at 2 %, 8000 each
+    *arm_events("c4", "t-lift", "A", 8000, 160),
+    *arm_events("c4", "t-lift", "B", 8000, 240),
+    # 6. an A/A campaign: both arms at 2 %
+    *arm_events("c4", "t-aa", "A", 8000, 160),
+    *arm_events("c4", "t-aa", "B", 8000, 160),
     # not part of any test
     ev("click", "x1", "c3", None, None, T + 5 * S, url="https://x/z"),
     ev("click", "x2", "c3", "", "", T + 5 * S, url="https://x/z"),
@@ -81,6 +87,9 @@ CONFIG = {
                   "deadline": "2026-01-01T14:00:00Z"},
         "t-srm": {"metric": "opens", "tau": 0.02, "min_delivered_per_arm": 100,
                   "min_elapsed_s": 0, "expected_split": {"A": 1, "B": 1}},
+        # the default tau (0.004) and maturity in deliveries only
+        "t-lift": {"control_arm": "A", "min_elapsed_s": 0},
+        "t-aa": {"control_arm": "A", "min_elapsed_s": 0},
     },
 }
 # What a test without a definition gets (the documented defaults of the abtest section).
@@ -203,4 +212,25 @@ def test_tests_without_definition_get_defaults(job_output):
 
     # events outside any A/B test produce nothing
     assert set(latest) == {("c1", "t-win"), ("c1", "t-srm"), ("c2", "t-new"),
-                           ("c2", "t-colors")}
+                           ("c2", "t-colors"), ("c4", "t-lift"), ("c4", "t-aa")}
+
+
+@pytest.mark.parametrize("test_id, arms", [
+    ("t-lift", [("A", 8000, 160), ("B", 8000, 240)]),
+    ("t-aa", [("A", 8000, 160), ("B", 8000, 160)]),
+])
+def test_seeded_lift_declares_b_and_aa_declares_no_winner(job_output, test_id, arms):
+    rows, latest, _ = job_output
+    row = latest[("c4", test_id)]
+    assert [(a["arm"], a["delivered"], a["successes"]) for a in json.loads(row["arms"])] == arms
+    definition = AbTestDefinition(control_arm="A", **DEFAULT_DEF | {"min_elapsed_ms": 0})
+    decision, _ = expected(definition, [ArmCounts(*a) for a in arms],
+                           [LOOK, LOOK + 48 * H])
+    _check_against(row, decision, "A")
+    if test_id == "t-lift":
+        assert (row["status"], row["winner"], row["significant"], row["version"]) == (
+            "winner", "B", True, 1)
+        assert row["decision_id"] == abtest.decision_id("c4", "t-lift", 1)
+    else:
+        assert "winner" not in {r["status"] for r in rows if r["ab_test_id"] == "t-aa"}
+        assert (row["status"], row["significant"]) == ("deadline_best", False)
