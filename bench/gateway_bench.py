@@ -19,8 +19,6 @@ import argparse
 import base64
 import copy
 import datetime as dt
-import hashlib
-import hmac
 import http.client
 import json
 import logging
@@ -35,9 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote
 
 import settings
+from devtools import webhook_signing as signing
 from devtools.kafka_io import end_offsets
 from gateway import tracking
 from gateway.config import GatewaySettings
@@ -84,7 +83,7 @@ class Signer:
         self.tracker = secrets.token_urlsafe(24)
         name = "SimpleNotificationService-bench.pem"
         self.cert_url = f"https://sns.eu-west-1.amazonaws.com/{name}"
-        (cert_dir / name).write_bytes(_self_signed(self.sns))
+        (cert_dir / name).write_bytes(signing.self_signed_cert(self.sns))
         self.cert_dir = cert_dir
 
     def gateway_section(self) -> dict[str, Any]:
@@ -106,51 +105,34 @@ class Signer:
         return getattr(self, f"_{provider}")(i, int(time.time()))
 
     def _auth(self) -> str:
-        return "Basic " + base64.b64encode(":".join(self.basic).encode()).decode()
+        return signing.basic_auth(*self.basic)
 
     def _sendgrid(self, i: int, now: int) -> Request:
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ec
-
         # A typical batch: three events, CRLF-separated as SendGrid sends them.
         events = [{"email": f"user{i}@example.net", "timestamp": now - 60 + n, "event": kind,
                    "sg_event_id": f"bench-{i}-{n}", "sg_message_id": f"msg-{i}.filter0",
                    "campaign_id": "bench"} for n, kind in enumerate(("delivered", "open",
                                                                      "click"))]
         body = ("[" + ",\r\n".join(json.dumps(e) for e in events) + "\r\n]\r\n").encode()
-        stamp = str(now)
-        der = self.sendgrid.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-        return Request("POST", "/webhooks/sendgrid", body, {
-            "Content-Type": "application/json",
-            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(der).decode(),
-            "X-Twilio-Email-Event-Webhook-Timestamp": stamp})
+        return Request("POST", "/webhooks/sendgrid", body,
+                       signing.sendgrid_headers(self.sendgrid, body, now))
 
     def _mailgun(self, i: int, now: int) -> Request:
         # Every request needs its own token: the gateway refuses a token it has seen.
-        token = secrets.token_hex(25)
-        signature = hmac.new(self.mailgun.encode(), f"{now}{token}".encode(),
-                             hashlib.sha256).hexdigest()
         body = json.dumps({
-            "signature": {"timestamp": str(now), "token": token, "signature": signature},
+            "signature": signing.mailgun_signature(self.mailgun, now, secrets.token_hex(25)),
             "event-data": {"event": "delivered", "id": f"bench-{i}", "timestamp": now - 1.5,
                            "recipient": f"user{i}@example.org"}}).encode()
         return Request("POST", "/webhooks/mailgun", body, {"Content-Type": "application/json"})
 
     def _ses(self, i: int, now: int) -> Request:
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import padding
-
         stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
         inner = {"eventType": "Delivery", "mail": {
             "timestamp": stamp, "messageId": f"bench-{i}", "destination": [
                 f"user{i}@example.com"]}, "delivery": {"timestamp": stamp}}
-        message = {"Type": "Notification", "MessageId": str(uuid.uuid4()),
-                   "TopicArn": TOPIC_ARN, "Message": json.dumps(inner), "Timestamp": stamp,
-                   "SignatureVersion": "2", "SigningCertURL": self.cert_url}
-        signed = "".join(f"{k}\n{message[k]}\n" for k in
-                         ("Message", "MessageId", "Timestamp", "TopicArn", "Type"))
-        message["Signature"] = base64.b64encode(self.sns.sign(
-            signed.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
+        message = signing.sign_sns(
+            {"Type": "Notification", "MessageId": str(uuid.uuid4()), "TopicArn": TOPIC_ARN,
+             "Message": json.dumps(inner), "Timestamp": stamp}, self.sns, self.cert_url)
         return Request("POST", "/webhooks/ses", json.dumps(message).encode(),
                        {"Content-Type": "text/plain; charset=UTF-8"})
 
@@ -172,32 +154,15 @@ class Signer:
         events = [{"event": "send", "ts": now, "_id": f"bench-{i}",
                    "msg": {"email": f"user{i}@example.com", "ts": now}}]
         body = ("mandrill_events=" + quote(json.dumps(events), safe="")).encode()
-        pairs = sorted(parse_qsl(body.decode(), keep_blank_values=True), key=lambda kv: kv[0])
-        signed = MANDRILL_URL + "".join(k + v for k, v in pairs)
-        signature = base64.b64encode(hmac.new(self.mandrill.encode(), signed.encode(),
-                                              hashlib.sha1).digest()).decode()
         return Request("POST", "/webhooks/mandrill", body, {
             "Content-Type": "application/x-www-form-urlencoded",
-            "X-Mandrill-Signature": signature})
+            "X-Mandrill-Signature": signing.mandrill_signature(self.mandrill, MANDRILL_URL,
+                                                               body)})
 
     def _tracker(self, i: int, now: int) -> Request:
         token = tracking.sign_token("o", {"message_id": f"bench-{i}",
                                           "subscriber_id": f"u{i}"}, self.tracker)
         return Request("GET", f"/t/o/{token}.gif", None, {"User-Agent": "bench/1"})
-
-
-def _self_signed(key: Any) -> bytes:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.x509.oid import NameOID
-
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 # --- load generation -----------------------------------------------------------------------

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
-import hmac
 import http.client
 import json
 import secrets
@@ -25,17 +23,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import settings
 from devtools import flink_rest, kafka_io
+from devtools import webhook_signing as signing
 from gateway import tracking
 from gateway.capture import REDACTED, Captured, CaptureWriter
 from gateway.config import GatewaySettings
@@ -86,7 +82,7 @@ class Secrets:
         self.sns = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         cert_name = f"SimpleNotificationService-e2e-{tag}.pem"
         self.cert_url = f"https://sns.eu-west-1.amazonaws.com/{cert_name}"
-        (cert_dir / cert_name).write_bytes(_self_signed(self.sns))
+        (cert_dir / cert_name).write_bytes(signing.self_signed_cert(self.sns))
         self.cert_dir = cert_dir
 
     def gateway_section(self) -> dict[str, Any]:
@@ -103,31 +99,15 @@ class Secrets:
         }
 
 
-def _self_signed(key: rsa.RSAPrivateKey) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 def sendgrid_headers(key: ec.EllipticCurvePrivateKey, body: bytes) -> dict[str, str]:
-    stamp = str(int(time.time()))
-    der = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-    return {"Content-Type": "application/json",
-            "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(der).decode(),
-            "X-Twilio-Email-Event-Webhook-Timestamp": stamp}
+    return signing.sendgrid_headers(key, body, int(time.time()))
 
 
 def mailgun_body(key: str, fixture: bytes) -> bytes:
     # The HMAC covers timestamp + token only; a fresh pair keeps it inside the window.
     data = json.loads(fixture)
-    stamp, token = str(int(time.time())), secrets.token_hex(25)
-    data["signature"] = {"timestamp": stamp, "token": token, "signature": hmac.new(
-        key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()}
+    data["signature"] = signing.mailgun_signature(key, int(time.time()),
+                                                  secrets.token_hex(25))
     return json.dumps(data).encode()
 
 
@@ -135,26 +115,14 @@ def sns_body(key: rsa.RSAPrivateKey, cert_url: str, fixture: bytes) -> bytes:
     message = json.loads(fixture)
     message["Timestamp"] = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds") \
         .replace("+00:00", "Z")
-    message["SigningCertURL"] = cert_url
-    message["SignatureVersion"] = "2"
-    # SNS's canonical string for a Notification: these keys, in this order, when present.
-    signed = "".join(f"{k}\n{message[k]}\n" for k in
-                     ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
-                     if k in message)
-    signature = key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
-    message["Signature"] = base64.b64encode(signature).decode()
-    return json.dumps(message).encode()
+    return json.dumps(signing.sign_sns(message, key, cert_url)).encode()
 
 
 def mandrill_signature(key: str, body: bytes) -> str:
-    pairs = sorted(parse_qsl(body.decode(), keep_blank_values=True), key=lambda kv: kv[0])
-    signed = MANDRILL_URL + "".join(k + v for k, v in pairs)
-    return base64.b64encode(hmac.new(key.encode(), signed.encode(), hashlib.sha1).digest()
-                            ).decode()
+    return signing.mandrill_signature(key, MANDRILL_URL, body)
 
 
-def basic(username: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+basic = signing.basic_auth
 
 
 # --- Kafka and config helpers --------------------------------------------------------------
