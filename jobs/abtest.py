@@ -139,16 +139,8 @@ def _grid(t: int, interval_ms: int) -> int:
     return (t // interval_ms + 1) * interval_ms
 
 
-def _flink_type(flink_sql_type: str):
-    base = flink_sql_type.removesuffix(" NOT NULL")
-    return {"STRING": Types.STRING(), "BIGINT": Types.LONG(), "BOOLEAN": Types.BOOLEAN(),
-            "DOUBLE": Types.DOUBLE()}[base]
-
-
 def output_row_type():
-    cols = avro_schema.columns(SCHEMA)
-    return Types.ROW_NAMED([c for c, _ in cols] + [NEW_VERSION],
-                           [_flink_type(t) for _, t in cols] + [Types.BOOLEAN()])
+    return avro_schema.row_type_info(SCHEMA, extra=[(NEW_VERSION, "BOOLEAN")])
 
 
 def decision_row(campaign_id: str, ab_test_id: str, control_arm: str, alpha: float,

@@ -61,3 +61,45 @@ def column_ddl(name: str) -> str:
 
 def select_list(name: str, prefix: str = "") -> str:
     return ", ".join(f"{prefix}{quote(col)}" for col in field_names(name))
+
+
+def _base(flink_type: str) -> str:
+    """The type without NOT NULL: Python operators hand rows to Java with nullable fields
+    either way. Maps are string-to-string (attributes), the only kind the schemas use."""
+    base = flink_type.removesuffix(" NOT NULL")
+    if base.startswith("MAP<"):
+        if base != "MAP<STRING NOT NULL, STRING NOT NULL>":
+            raise ValueError(f"only string-to-string maps are supported, got {flink_type}")
+        return "MAP"
+    return base
+
+
+def type_info(flink_type: str) -> Any:
+    """DataStream type info (pyflink.common.Types) of a column type from columns()."""
+    from pyflink.common import Types
+
+    base = _base(flink_type)
+    if base == "MAP":
+        return Types.MAP(Types.STRING(), Types.STRING())
+    return {"STRING": Types.STRING, "BIGINT": Types.LONG, "INT": Types.INT,
+            "BOOLEAN": Types.BOOLEAN, "DOUBLE": Types.DOUBLE}[base]()
+
+
+def data_type(flink_type: str) -> Any:
+    """Table API data type (pyflink.table.DataTypes) of a column type from columns()."""
+    from pyflink.table import DataTypes
+
+    base = _base(flink_type)
+    if base == "MAP":
+        return DataTypes.MAP(DataTypes.STRING(), DataTypes.STRING())
+    return {"STRING": DataTypes.STRING, "BIGINT": DataTypes.BIGINT, "INT": DataTypes.INT,
+            "BOOLEAN": DataTypes.BOOLEAN, "DOUBLE": DataTypes.DOUBLE,
+            "BYTES": DataTypes.BYTES}[base]()
+
+def row_type_info(name: str, extra: list[tuple[str, str]] | None = None) -> Any:
+    """Types.ROW_NAMED of a schema's columns (+ `extra` (name, Flink type) columns): the
+    output type of a Python operator whose rows go on as this schema."""
+    from pyflink.common import Types
+
+    cols = columns(name) + (extra or [])
+    return Types.ROW_NAMED([c for c, _ in cols], [type_info(t) for _, t in cols])

@@ -27,22 +27,11 @@ from udfs.click_bots import ClickBotParams, judge_clicks
 
 JOB_NAME = "email-clean"
 FIELDS = avro_schema.field_names("EmailEvent")
-_TYPES = {"STRING": Types.STRING(), "BIGINT": Types.LONG(), "BOOLEAN": Types.BOOLEAN(),
-          "INT": Types.INT()}
 
 
 class Outputs(NamedTuple):
     clean: Table  # EmailEvent columns
     late: Table   # EmailEvent columns, attributes['late_reason'] set
-
-
-def event_row_type():
-    types = []
-    for _, flink_type in avro_schema.columns("EmailEvent"):
-        base = flink_type.removesuffix(" NOT NULL")
-        types.append(Types.MAP(Types.STRING(), Types.STRING()) if base.startswith("MAP")
-                     else _TYPES[base])
-    return Types.ROW_NAMED(FIELDS, types)
 
 
 def dedup_state_ttl(config: Mapping[str, Any]) -> str:
@@ -158,7 +147,7 @@ def build(t_env: StreamTableEnvironment, config: Mapping[str, Any], source: str)
                .key_by(lambda r: f"{r['message_id'] or ''}|{r['subscriber_id']}",
                        key_type=Types.STRING())
                .process(ClickBotFlagger(params, horizon_s * 1000),
-                        output_type=event_row_type())
+                        output_type=avro_schema.row_type_info("EmailEvent"))
                .name("flag bot clicks")
                .uid("flag-bot-clicks"))
     t_env.create_temporary_view("flagged_clicks", t_env.from_data_stream(flagged))

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
-from pyflink.table import DataTypes, StreamTableEnvironment, Table
+from pyflink.table import StreamTableEnvironment, Table
 from pyflink.table.udf import FunctionContext, TableFunction, udtf
 
 import settings
@@ -21,9 +21,6 @@ from jobs import avro_schema, runtime, tables
 JOB_NAME = "email-normalize"
 log = logging.getLogger(__name__)
 
-_DATA_TYPES = {"STRING": DataTypes.STRING(), "BIGINT": DataTypes.BIGINT(),
-               "INT": DataTypes.INT(), "BOOLEAN": DataTypes.BOOLEAN(),
-               "BYTES": DataTypes.BYTES()}
 # What the table function emits per input record: a kind ('event' or 'rejected'), the
 # EmailEvent fields (set for events) and the DeadLetter reason (set for rejects).
 REJECT_COLUMNS = [("error_code", "STRING"), ("error_message", "STRING"),
@@ -31,13 +28,8 @@ REJECT_COLUMNS = [("error_code", "STRING"), ("error_message", "STRING"),
 
 
 def _result_types() -> list:
-    types = [DataTypes.STRING()]
-    for _, flink_type in avro_schema.columns("EmailEvent"):
-        base = flink_type.removesuffix(" NOT NULL")
-        types.append(DataTypes.MAP(DataTypes.STRING(), DataTypes.STRING())
-                     if base.startswith("MAP") else _DATA_TYPES[base])
-    types.extend(_DATA_TYPES[t] for _, t in REJECT_COLUMNS)
-    return types
+    columns = [("kind", "STRING"), *avro_schema.columns("EmailEvent"), *REJECT_COLUMNS]
+    return [avro_schema.data_type(t) for _, t in columns]
 
 
 def result_columns() -> list[str]:

@@ -69,8 +69,6 @@ MAX_WATERMARK = 2**63 - 1
 # small enough to keep the state bounded.
 MAX_PROFILE_VERSIONS = 8
 
-_TYPES = {"STRING": Types.STRING(), "BIGINT": Types.LONG(), "BOOLEAN": Types.BOOLEAN(),
-          "INT": Types.INT(), "DOUBLE": Types.DOUBLE()}
 
 
 @dataclass(frozen=True)
@@ -97,11 +95,6 @@ def job_params(config: Mapping[str, Any]) -> JobParams:
         settle_ms=int(float(cfg["settle_s"]) * 1000),
         erasure_memory_ms=int(float(cfg["erasure_memory_days"]) * MS_PER_DAY),
     )
-
-
-def row_type(schema: str):
-    types = [_TYPES[t.removesuffix(" NOT NULL")] for _, t in avro_schema.columns(schema)]
-    return Types.ROW_NAMED(avro_schema.field_names(schema), types)
 
 
 def changelog_schema(schema: str) -> Schema:
@@ -154,8 +147,8 @@ def _profile_at(profiles: list[tuple], t: int) -> tuple[bool | None, str | None]
 class SubscriberProcessor(KeyedProcessFunction):
     """Keyed by subscriber_id; input rows have the `unified` view's columns."""
 
-    SEND_TIME_TAG = OutputTag("send_time", row_type(SEND_TIME))
-    SUPPRESSION_TAG = OutputTag("suppressions", row_type(SUPPRESSIONS))
+    SEND_TIME_TAG = OutputTag("send_time", avro_schema.row_type_info(SEND_TIME))
+    SUPPRESSION_TAG = OutputTag("suppressions", avro_schema.row_type_info(SUPPRESSIONS))
 
     def __init__(self, params: JobParams):
         self.params = params
@@ -424,7 +417,8 @@ def build(t_env: StreamTableEnvironment, config: Mapping[str, Any], events: str,
             {select("erasure", "requested_at", set())} FROM {erasures})""")
     processed = (t_env.to_data_stream(unified)
                  .key_by(lambda r: r["subscriber_id"], key_type=Types.STRING())
-                 .process(SubscriberProcessor(params), output_type=row_type(SCORES))
+                 .process(SubscriberProcessor(params),
+                          output_type=avro_schema.row_type_info(SCORES))
                  .name("subscriber state")
                  .uid("subscriber-state"))
     return Outputs(
