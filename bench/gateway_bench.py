@@ -16,7 +16,6 @@ figures. Not a test: nothing is asserted except that the topic holds what was ac
 from __future__ import annotations
 
 import argparse
-import base64
 import copy
 import datetime as dt
 import http.client
@@ -32,7 +31,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import settings
@@ -69,37 +67,11 @@ class Results:
 
 # --- signed requests, one builder per provider ---------------------------------------------
 
-class Signer:
-    """Secrets made for this run, and the matching gateway settings."""
+class Signer(signing.ProviderKeys):
+    """Secrets made for this run, the matching gateway settings, and signed requests."""
 
     def __init__(self, cert_dir: Path) -> None:
-        from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-        self.sendgrid = ec.generate_private_key(ec.SECP256R1())
-        self.sns = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.mailgun = secrets.token_hex(16)
-        self.mandrill = secrets.token_urlsafe(16)
-        self.basic = ("bench", secrets.token_urlsafe(12))
-        self.tracker = secrets.token_urlsafe(24)
-        name = "SimpleNotificationService-bench.pem"
-        self.cert_url = f"https://sns.eu-west-1.amazonaws.com/{name}"
-        (cert_dir / name).write_bytes(signing.self_signed_cert(self.sns))
-        self.cert_dir = cert_dir
-
-    def gateway_section(self) -> dict[str, Any]:
-        from cryptography.hazmat.primitives import serialization
-
-        public = self.sendgrid.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return {
-            "sendgrid": {"public_key": base64.b64encode(public).decode()},
-            "mailgun": {"signing_key": self.mailgun},
-            "ses": {"topic_arns": [TOPIC_ARN], "cert_dir": str(self.cert_dir)},
-            "postmark": {"username": self.basic[0], "password": self.basic[1]},
-            "sparkpost": {"username": self.basic[0], "password": self.basic[1]},
-            "mandrill": {"webhook_key": self.mandrill, "url": MANDRILL_URL},
-            "tracker": {"keys": [self.tracker]},
-        }
+        super().__init__(cert_dir, "SimpleNotificationService-bench.pem", "bench")
 
     def build(self, provider: str, i: int) -> Request:
         return getattr(self, f"_{provider}")(i, int(time.time()))
@@ -257,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         # Verification stays on (the default) whatever the config says: it is part of
         # what is measured.
         gw_settings = GatewaySettings.from_section(
-            {**(config.get("gateway") or {}), **signer.gateway_section(),
+            {**(config.get("gateway") or {}), **signer.gateway_section(MANDRILL_URL, TOPIC_ARN),
              "verify": {p: True for p in PROVIDERS if p != "tracker"}})
         writer = KafkaRawWriter(bootstrap, topic,
                                 timeout_s=float(gw_settings["produce_timeout_s"]))

@@ -7,6 +7,8 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -70,3 +72,43 @@ def mandrill_signature(key: str, url: str, body: bytes) -> str:
 
 def basic_auth(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+class ProviderKeys:
+    """Fresh secrets for every provider, and the gateway settings that trust them. The SNS
+    certificate is written to cert_dir under cert_name (the last part of SigningCertURL)."""
+
+    def __init__(self, cert_dir: Path, cert_name: str, user: str) -> None:
+        import secrets
+
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+        self.sendgrid = ec.generate_private_key(ec.SECP256R1())
+        self.sns = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.mailgun = secrets.token_hex(16)
+        self.mandrill = secrets.token_urlsafe(16)
+        # Postmark and SparkPost basic auth; SparkPost may use the token instead.
+        self.basic = (user, secrets.token_urlsafe(12))
+        self.sparkpost_token = secrets.token_urlsafe(16)
+        self.tracker = secrets.token_urlsafe(24)
+        self.cert_url = f"https://sns.eu-west-1.amazonaws.com/{cert_name}"
+        (cert_dir / cert_name).write_bytes(self_signed_cert(self.sns))
+        self.cert_dir = cert_dir
+
+    def gateway_section(self, mandrill_url: str, topic_arn: str,
+                        redirect_hosts: Sequence[str] = ()) -> dict[str, Any]:
+        from cryptography.hazmat.primitives import serialization
+
+        public = self.sendgrid.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        user, password = self.basic
+        return {
+            "sendgrid": {"public_key": base64.b64encode(public).decode()},
+            "mailgun": {"signing_key": self.mailgun},
+            "ses": {"topic_arns": [topic_arn], "cert_dir": str(self.cert_dir)},
+            "postmark": {"username": user, "password": password},
+            "sparkpost": {"username": user, "password": password,
+                          "token": self.sparkpost_token},
+            "mandrill": {"webhook_key": self.mandrill, "url": mandrill_url},
+            "tracker": {"keys": [self.tracker], "redirect_hosts": list(redirect_hosts)},
+        }

@@ -26,7 +26,6 @@ from typing import Any
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import settings
@@ -70,34 +69,6 @@ EXPECTED_RAW = 9
 
 
 # --- secrets and signing -------------------------------------------------------------------
-
-class Secrets:
-    def __init__(self, cert_dir: Path, tag: str) -> None:
-        self.sendgrid = ec.generate_private_key(ec.SECP256R1())
-        self.mailgun = secrets.token_hex(16)
-        self.mandrill = secrets.token_urlsafe(16)
-        self.postmark = ("postmark-" + tag, secrets.token_urlsafe(12))
-        self.sparkpost = secrets.token_urlsafe(16)
-        self.tracker = secrets.token_urlsafe(24)
-        self.sns = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        cert_name = f"SimpleNotificationService-e2e-{tag}.pem"
-        self.cert_url = f"https://sns.eu-west-1.amazonaws.com/{cert_name}"
-        (cert_dir / cert_name).write_bytes(signing.self_signed_cert(self.sns))
-        self.cert_dir = cert_dir
-
-    def gateway_section(self) -> dict[str, Any]:
-        public = self.sendgrid.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return {
-            "sendgrid": {"public_key": base64.b64encode(public).decode()},
-            "mailgun": {"signing_key": self.mailgun},
-            "ses": {"topic_arns": [TOPIC_ARN], "cert_dir": str(self.cert_dir)},
-            "postmark": {"username": self.postmark[0], "password": self.postmark[1]},
-            "sparkpost": {"token": self.sparkpost},
-            "mandrill": {"webhook_key": self.mandrill, "url": MANDRILL_URL},
-            "tracker": {"keys": [self.tracker], "redirect_hosts": ["example.com"]},
-        }
-
 
 def sendgrid_headers(key: ec.EllipticCurvePrivateKey, body: bytes) -> dict[str, str]:
     return signing.sendgrid_headers(key, body, int(time.time()))
@@ -184,9 +155,11 @@ def call(port: int, method: str, path: str, body: bytes | None = None,
 def test_signed_webhooks_through_gateway_and_flink_give_exact_events_and_dead_letters(
         e2e_config, tmp_path):
     _, e2e_path, tag = e2e_config
-    keys = Secrets(tmp_path, tag)
+    keys = signing.ProviderKeys(tmp_path, f"SimpleNotificationService-e2e-{tag}.pem",
+                                f"postmark-{tag}")
     config_path = write_override(e2e_path, tmp_path / "gateway.yaml",
-                                 {"gateway": keys.gateway_section()})
+                                 {"gateway": keys.gateway_section(
+                                     MANDRILL_URL, TOPIC_ARN, redirect_hosts=["example.com"])})
     config = settings.load(config_path)
     bootstrap = config["kafka"]["bootstrap_servers"]
     raw_topic = settings.topic(config, "raw")
@@ -220,10 +193,10 @@ def test_signed_webhooks_through_gateway_and_flink_give_exact_events_and_dead_le
                     {"Content-Type": "text/plain; charset=UTF-8",
                      "x-amz-sns-message-type": "Notification"}),
             "postmark": (fixture["postmark"], {"Content-Type": "application/json",
-                                               "Authorization": basic(*keys.postmark)}),
+                                               "Authorization": basic(*keys.basic)}),
             "sparkpost": (fixture["sparkpost"], {"Content-Type": "application/json",
                                                  "X-MessageSystems-Webhook-Token":
-                                                     keys.sparkpost}),
+                                                     keys.sparkpost_token}),
             "mandrill": (fixture["mandrill"], {
                 "Content-Type": "application/x-www-form-urlencoded",
                 "X-Mandrill-Signature": mandrill_signature(keys.mandrill,
