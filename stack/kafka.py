@@ -93,7 +93,9 @@ class KafkaBroker:
         if not (self.data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             result = subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
+                # `=`: a random id may start with "-", which argparse would take for an
+                # option (seen in CI: "argument --cluster-id/-t: expected one argument").
+                self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                            "-c", str(self.props)),
                 capture_output=True, text=True)
             if result.returncode != 0:
