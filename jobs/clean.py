@@ -41,7 +41,12 @@ def dedup_state_ttl(config: Mapping[str, Any]) -> str:
 class ClickBotFlagger(KeyedProcessFunction):
     """Keyed by message and subscriber. Holds each click until the watermark passes
     click time + burst window: by then the delivery and every click that could form a
-    burst with it have arrived, so the verdict is final when the click is emitted."""
+    burst with it have arrived, so the verdict is final when the click is emitted.
+
+    The clean stream is append-only, so a delivery that arrives behind the watermark (its
+    partition was idle and joined late) cannot revise a verdict already emitted: such a
+    click counts as human. With steady traffic every partition is active and this does
+    not happen; with sparse traffic, send deliveries before the clicks they explain."""
 
     def __init__(self, params: ClickBotParams, horizon_ms: int):
         self.params = params

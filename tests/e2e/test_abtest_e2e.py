@@ -5,7 +5,12 @@ campaign.ab_decisions topic, with exact per-arm counts (a scanner click excluded
 deterministic decision id.
 
 Event time only moves with events, so after the scenario the test keeps sending "tick"
-deliveries of another campaign, later and later, until the decision's look has passed."""
+deliveries of another campaign, later and later, until the decision's look has passed.
+
+The clicks are sent only once every delivery is in the clean stream, as happens in life.
+Sent together, a click could be judged before its delivery arrived: a partition of
+email.events that was idle while the jobs started joins the watermark late, and the
+clean job's verdict on a click is final once the watermark has passed it."""
 
 from __future__ import annotations
 
@@ -48,19 +53,21 @@ def body(events):
 
 
 def scenario(campaign):
-    """Every event within one look interval (60 s): deliveries at T+0..9 s, human clicks
-    20-44 s after them; one scanner click 2 s after its delivery (suspected bot)."""
-    bodies = []
+    """(delivery bodies, click bodies), every event within one look interval (60 s):
+    deliveries at T+0..9 s, human clicks 20-44 s after them; one scanner click 2 s after
+    its delivery (suspected bot)."""
+    deliveries, clicks = [], []
     for arm in ("A", "B"):
         subs = [f"{arm.lower()}{i}" for i in range(N)]
         delivered = [sg("delivered", s, i % 10, campaign, arm) for i, s in enumerate(subs)]
-        bodies += [body(delivered[i:i + 100]) for i in range(0, N, 100)]
-        clicks = [sg("click", s, 30 + i % 15, campaign, arm, url="https://shop.example/x")
-                  for i, s in enumerate(subs[:CLICKS[arm]])]
+        deliveries += [body(delivered[i:i + 100]) for i in range(0, N, 100)]
+        arm_clicks = [sg("click", s, 30 + i % 15, campaign, arm, url="https://shop.example/x")
+                      for i, s in enumerate(subs[:CLICKS[arm]])]
         if arm == "A":
-            clicks.append(sg("click", subs[-1], 11, campaign, arm, url="https://shop.example/x"))
-        bodies.append(body(clicks))
-    return bodies
+            arm_clicks.append(sg("click", subs[-1], 11, campaign, arm,
+                                 url="https://shop.example/x"))
+        clicks.append(body(arm_clicks))
+    return deliveries, clicks
 
 
 def tick(campaign, k):
@@ -93,7 +100,13 @@ def test_winner_reaches_postgres_and_the_topic(ab_config):
     try:
         for job_id in ids.values():
             flink_rest.wait_running(config, job_id)
-        kafka_io.produce_raw(bootstrap, raw, "sendgrid", scenario(campaign))
+        deliveries, clicks = scenario(campaign)
+        kafka_io.produce_raw(bootstrap, raw, "sendgrid", deliveries)
+        kafka_io.read_avro(
+            bootstrap, settings.topic(config, "clean"), "EmailEvent", timeout_s=120,
+            until=lambda r: sum(x["campaign_id"] == campaign and x["event_type"] == "delivered"
+                                for x in r) >= 2 * N)
+        kafka_io.produce_raw(bootstrap, raw, "sendgrid", clicks)
 
         want_arms = [("A", N, CLICKS["A"]), ("B", N, CLICKS["B"])]
         query = ("SELECT status, winner, significant, metric, control_arm, version, "
