@@ -19,6 +19,10 @@ Time and order
     order.
   * Tier review timers move quiet subscribers down the tiers as event time passes. The
     end-of-input watermark (Long.MAX, bounded runs only) is not a time, so reviews ignore it.
+  * The send-time population prior (shrinkage target and fallback) is the configured curve
+    `subscriber.send_time.population`, not a live aggregate: a population computed in
+    the job would have to reach every key (a broadcast) and would make each row depend on
+    how that stream interleaves with the keyed events. See udfs/send_time.py.
 
 Erasure: the request clears the subscriber's state and emits DELETE rows (RowKind.DELETE
 through from_changelog_stream) for every output row it had; the upsert sinks turn them into
@@ -241,7 +245,7 @@ class SubscriberProcessor(KeyedProcessFunction):
     def _send_row(self, sid: str, st: dict[str, Any]) -> tuple[tuple | None, SendTimeResult | None]:
         if st["send"] is None:
             return None, None
-        res = self._send(st).best()
+        res = self._send(st).best()  # population: the configured prior (params)
         zone = st["profiles"][-1][2] if st["profiles"] else None
         if resolve_zone(zone, None) is None:
             zone = self.params.send_time.default_time_zone

@@ -4,13 +4,31 @@ A decayed hour-of-week histogram of the subscriber's *human* engagement (opens t
 machine opens, clicks, conversions), read as follows at time t:
 
 1. decay every slot to t (half-life H) → c[s];  H_u = Σ c  ("effective events");
-2. if H_u < min_events, fall back to the population distribution π (no subscriber signal);
+2. if H_u < min_events, fall back to the population distribution π (too little signal);
 3. else shrink toward the population: q[s] = (c[s] + m·π[s]) / (H_u + m);
 4. smooth circularly over neighbouring hours: q̃[s] = ¼q[s−1] + ½q[s] + ¼q[s+1] (wraps);
 5. best slot = argmax q̃ over the allowed slots (ties → lowest slot).
 
 The fallback uses π unsmoothed: it is aggregated over many subscribers, so it needs no
 smoothing, and this is what the reference's worked example E9 does.
+
+The population π is ``SendTimeParams.population``, a configured curve
+(``subscriber.send_time.population``), by default ``REFERENCE_HOURLY_POPULATION``: the
+reference's hour-of-day engagement curve (E9: night trough, peak 08:00, second peak
+20:00).  A 24-value curve is repeated over the seven days of a 168-slot histogram, so the
+fallback is 08:00 local time, on Monday (equal days tie, and ties go to the lowest slot);
+a 168-value curve gives each weekday its own shape.  ``population=None`` means uniform
+(then the fallback is slot 0, Monday 00:00, which is why it is not the default).
+
+Why a configured curve and not a population histogram aggregated live inside the job:
+every subscriber key would need the population, i.e. a broadcast (or a second aggregated
+stream joined back), and the rows computed from it would then depend on how that stream
+interleaves with the keyed events, unless it were versioned by event time, and every
+fallback subscriber would need re-emitting whenever it moves.  A curve that changes
+slowly is better recomputed offline from the data and put in the config:
+``SendTimeState.population_distribution`` (fed all subscribers' events, or ``merge``d
+subscriber states) gives the curve to paste, with the same decay and weights as the job.
+This keeps the job's output a function of its own inputs, in any arrival order.
 
 Confidence = the posterior-predictive probability that the subscriber's next human
 engagement falls within ±``confidence_window`` slots of the chosen slot, i.e. Σ q over that
@@ -56,6 +74,16 @@ DEFAULT_SEND_TIME_WEIGHTS: Mapping[str, float] = MappingProxyType(
     {"click": 1.0, "open": 0.5, "conversion": 1.0}
 )
 
+# Typical share of human engagement per local hour of day (0..23), from the reference
+# (ab-testing-and-scoring.md, example E9; sums to 1.01, normalised on use).  The default
+# population prior; argmax = 08:00.
+# fmt: off
+REFERENCE_HOURLY_POPULATION: tuple[float, ...] = (
+    0.010, 0.006, 0.004, 0.003, 0.003, 0.006, 0.020, 0.050, 0.080, 0.075, 0.065, 0.060,
+    0.065, 0.060, 0.050, 0.045, 0.045, 0.050, 0.055, 0.065, 0.070, 0.060, 0.040, 0.023,
+)
+# fmt: on
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -72,6 +100,9 @@ class SendTimeParams:
     confidence_window: int = 1  # ± slots counted into the confidence
     default_time_zone: str = "UTC"
     emit_confidence_epsilon: float = 0.05
+    # π: 24 (hour of day) or 168 (hour of week) non-negative numbers, any scale; None =
+    # uniform.  See the module docstring for why it is configured.
+    population: tuple[float, ...] | None = REFERENCE_HOURLY_POPULATION
 
     def __post_init__(self) -> None:
         merged = dict(DEFAULT_SEND_TIME_WEIGHTS)
@@ -100,6 +131,17 @@ class SendTimeParams:
             raise ValueError("confidence_window must be an int in [0, slots)")
         if resolve_zone(self.default_time_zone, None) is None:
             raise ValueError(f"unknown default_time_zone {self.default_time_zone!r}")
+        pop = self.population
+        if pop is not None:
+            if isinstance(pop, str | bytes) or not isinstance(pop, Sequence):
+                raise ValueError(f"population must be a list of numbers or None, got {pop!r}")
+            if any(not _is_number(x) for x in pop):
+                raise ValueError("population counts must be finite numbers")
+            pop = tuple(float(x) for x in pop)
+            object.__setattr__(self, "population", pop)
+        # Normalised once (validates too): every row read uses it.  Not a dataclass field,
+        # so equality, hashing and pickling go by ``population`` alone.
+        object.__setattr__(self, "_pi", tuple(normalize_population(pop, self.slots)))
 
     def __hash__(self) -> int:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -115,6 +157,11 @@ class SendTimeParams:
     @property
     def half_life_ms(self) -> float:
         return self.half_life_days * MS_PER_DAY
+
+    @property
+    def population_distribution(self) -> tuple[float, ...]:
+        """The configured π, normalised to ``slots`` values summing to 1."""
+        return self._pi  # type: ignore[attr-defined]
 
 
 @lru_cache(maxsize=1024)
@@ -159,13 +206,16 @@ def normalize_population(population: Sequence[float] | None, slots: int) -> list
     """π as a probability vector of length ``slots``.
 
     None or an all-zero histogram → uniform; a 24-hour histogram is repeated over the seven
-    days when 168 slots are needed.
+    days when 168 slots are needed, and a 168-slot one is summed per hour of day when 24
+    are (so either form of the configured curve fits either histogram).
     """
     if population is None:
         return [1.0 / slots] * slots
     pop = [float(x) for x in population]
     if len(pop) == 24 and slots == HOURS_PER_WEEK:
         pop = pop * 7
+    elif len(pop) == HOURS_PER_WEEK and slots == 24:
+        pop = [math.fsum(pop[h::24]) for h in range(24)]
     if len(pop) != slots:
         raise ValueError(f"population has {len(pop)} slots, expected {slots}")
     if any(not math.isfinite(x) or x < 0 for x in pop):
@@ -212,11 +262,15 @@ def choose_slot(
     allowed: Iterable[int] | None = None,
     as_of: int | None = None,
 ) -> SendTimeResult:
-    """Steps 2–5 of the module docstring on counts already decayed to ``as_of``."""
+    """Steps 2–5 of the module docstring on counts already decayed to ``as_of``.
+
+    ``population`` overrides the configured ``params.population`` (None = use that).
+    """
     n = params.slots
     if len(counts) != n:
         raise ValueError(f"counts has {len(counts)} slots, expected {n}")
-    pi = normalize_population(population, n)
+    pi = params.population_distribution if population is None else (
+        normalize_population(population, n))
     if allowed is None:
         allowed_slots = list(range(n))
     else:

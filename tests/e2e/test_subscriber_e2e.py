@@ -380,6 +380,8 @@ def test_scores_send_hours_suppressions_consent_and_erasure(e2e_config):
         assert set(rows["subscriber_suppressions"]) == {
             sid(n, tag) for n in ("unsub", "compl", "hard", "soft")}
         assert rows["subscriber_send_time"][sid("eng", tag)][4:7:2] == (NY, "subscriber")
+        # too little data: the configured population curve's peak (08:00, Monday), not slot 0
+        assert rows["subscriber_send_time"][sid("track", tag)][1:7:5] == (8, "population")
         track_score = rows["subscriber_scores"][sid("track", tag)][1]
         assert track_score == scoring.round_score(
             2 ** (-(420 - 60) / (30 * 86400)) + 2 ** (-(420 - 90) / (30 * 86400)) - 1)

@@ -1,18 +1,21 @@
 """The subscriber job on the MiniCluster: exact final rows of subscriber.scores,
 subscriber.send_time and subscriber.suppressions for a scenario with every suppression
 reason, a re-subscribe, withdrawn tracking consent, a time zone, a late event and an
-erasure; the same rows again when the events arrive shuffled."""
+erasure; the same rows again when the events arrive shuffled. A second run checks the
+tier reviews of quiet subscribers, row by row."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import random
 
 import pytest
 
 from jobs import avro_schema, subscriber
 from udfs.scoring import ScoreState, round_score, score_events
-from udfs.send_time import SendTimeState
+from udfs.send_time import REFERENCE_HOURLY_POPULATION, SendTimeState
 
 pytestmark = pytest.mark.job
 
@@ -98,14 +101,20 @@ def _file_table(t_env, tmp_path, name, schema, rowtime, rows):
     return name
 
 
-def _run(t_env, job_config, tmp_path, events) -> dict[str, dict[str, tuple]]:
-    out = subscriber.build(
+def _outputs(t_env, job_config, tmp_path, events, late=LATE, profiles=PROFILES,
+             erasures=ERASURES):
+    """The job on file sources: (scores, send_time, suppressions) tables."""
+    return subscriber.build(
         t_env, job_config,
         _file_table(t_env, tmp_path, "clean_in", "EmailEvent", "event_time", events),
         # like the production source: email.late's watermark follows received_time
-        _file_table(t_env, tmp_path, "late_in", "EmailEvent", "received_time", LATE),
-        _file_table(t_env, tmp_path, "profiles_in", "SubscriberProfile", "updated_at", PROFILES),
-        _file_table(t_env, tmp_path, "erasure_in", "ErasureRequest", "requested_at", ERASURES))
+        _file_table(t_env, tmp_path, "late_in", "EmailEvent", "received_time", late),
+        _file_table(t_env, tmp_path, "profiles_in", "SubscriberProfile", "updated_at", profiles),
+        _file_table(t_env, tmp_path, "erasure_in", "ErasureRequest", "requested_at", erasures))
+
+
+def _run(t_env, job_config, tmp_path, events) -> dict[str, dict[str, tuple]]:
+    out = _outputs(t_env, job_config, tmp_path, events)
     result = {}
     for name, table in zip(("scores", "send_time", "suppressions"), out, strict=True):
         schema = {"scores": subscriber.SCORES, "send_time": subscriber.SEND_TIME,
@@ -115,20 +124,22 @@ def _run(t_env, job_config, tmp_path, events) -> dict[str, dict[str, tuple]]:
     return result
 
 
+def _changelog(table) -> list[tuple[str, tuple]]:
+    """Every row the table emits, in order, as (row kind, values)."""
+    with table.execute().collect() as results:
+        return [(row.get_row_kind().name, tuple(row)) for row in results]
+
+
 def _upserted(table) -> dict[str, tuple]:
     """Apply the changelog the way the upsert sinks do: per subscriber_id, the latest
     INSERT/UPDATE_AFTER row, removed by a DELETE. (conftest.final_rows needs UPDATE_BEFORE
     rows, which the planner drops here because the tables have a primary key.)"""
-    from pyflink.common import RowKind
-
     rows: dict[str, tuple] = {}
-    with table.execute().collect() as results:
-        for row in results:
-            kind = row.get_row_kind()
-            if kind in (RowKind.INSERT, RowKind.UPDATE_AFTER):
-                rows[row[0]] = tuple(row)
-            elif kind == RowKind.DELETE:
-                assert rows.pop(row[0]) == tuple(row), "a DELETE must carry the deleted row"
+    for kind, row in _changelog(table):
+        if kind in ("INSERT", "UPDATE_AFTER"):
+            rows[row[0]] = row
+        elif kind == "DELETE":
+            assert rows.pop(row[0]) == row, "a DELETE must carry the deleted row"
     return rows
 
 
@@ -213,13 +224,19 @@ def _expected_send_time(sub: str) -> tuple:
             best.source, best.effective_events, best.as_of)
 
 
+# π of the default population curve over slots 7..9 of a 168-slot week (one day's share)
+FALLBACK_CONFIDENCE = round(
+    math.fsum(REFERENCE_HOURLY_POPULATION[7:10]) / math.fsum(REFERENCE_HOURLY_POPULATION) / 7, 6)
+
+
 def test_send_time_in_profile_time_zone(outputs):
     send = outputs[0]["send_time"]
     # Tuesday 09h in New York (14h UTC would be slot 38), from the subscriber's own data
     assert send["eng"][1:5] == (33, 1, 9, NY)
     assert send["eng"][6] == "subscriber"
-    # too little data: population (uniform) fallback, slot 0, confidence 3/168
-    assert send["track"] == ("track", 0, 0, 0, "Europe/Berlin", round(3 / 168, 6),
+    # too little data: fallback to the configured population curve (the reference's, peak
+    # 08:00 local, the same on every day, so Monday), confidence = its mass at 07-09h
+    assert send["track"] == ("track", 8, 0, 8, "Europe/Berlin", FALLBACK_CONFIDENCE,
                              "population", 0.5, T + H)
     subs = ["eng", "act", "risk", "unsub", "resub", "compl", "track"]
     assert send == {sub: _expected_send_time(sub) for sub in subs}
@@ -285,3 +302,91 @@ def test_config_defaults_equal_the_udfs_defaults_and_overrides_apply():
     assert p.scoring.weights["complaint"] == -25.0  # the other weights keep their defaults
     assert p.send_time.slots == 24
     assert p.suppression.soft_bounce_threshold == 2 and p.settle_ms == 5000
+
+
+# --------------------------------------------------------------------------------------
+# Tier reviews: quiet subscribers move down the tiers as event time passes
+# --------------------------------------------------------------------------------------
+
+# Both click at T, T+1h, T+2h (score ~9: engaged); "quiet" never comes back, "back" clicks
+# again at T+100d. The other inputs each end with a row at T+200d, so the job's watermark
+# reaches T+200d-10s before the end of input (the end-of-input watermark makes no
+# reviews): the file sources' WatermarkAssigner emits a watermark right after any record
+# that moves it by more than the auto-watermark interval, so this does not depend on
+# timing, and timers fire in timestamp order however far one watermark jumps.
+END = T + 200 * D
+QUIET_EVENTS = [ev(sub, "click", T + i * H) for i in range(3) for sub in ("quiet", "back")]
+QUIET_EVENTS += [ev("back", "click", T + 100 * D),
+                 ev("clock", "delivered", END)]  # weight 0: no state, only event time
+QUIET_LATE = [ev("clock", "delivered", END - D, received_time=END)]
+QUIET_PROFILES = [{"subscriber_id": "clock", "time_zone": None, "marketing_consent": None,
+                   "marketing_consent_at": None, "tracking_consent": None, "updated_at": END}]
+QUIET_ERASURES = [{"subscriber_id": "clock", "requested_at": END, "request_id": "r-clock"}]
+
+
+def _crossing(ref: int, value: float, threshold: float, half_life_ms: float) -> int:
+    """First ms at which value·2^(-(t-ref)/H) is below threshold (ScoreState's rule)."""
+    return math.floor(ref + half_life_ms * math.log2(value / threshold)) + 1
+
+
+def _expected_review_rows(job_config) -> dict[str, list[tuple]]:
+    """The score rows, in order, spelled out with default thresholds (engaged: score >= 5
+    and last human engagement <= 30 d ago; active: >= 1 and <= 90 d; at_risk: <= 180 d)
+    and emit rules (tier change, or |change| >= 0.5: at once; else settled, as of the
+    review that caused it)."""
+    p = subscriber.job_params(job_config).scoring
+    assert (p.engaged_min_score, p.engaged_max_days, p.active_min_score, p.active_max_days,
+            p.at_risk_max_days, p.emit_abs_epsilon) == (5, 30, 1, 90, 180, 0.5)
+    hl = p.half_life_ms
+    state = ScoreState(p)
+    rows = []
+    for i, tier in enumerate(("active", "engaged", "engaged")):  # 3, ~6, ~9
+        state.add(ev("x", "click", T + i * H))
+        rows.append((state.value, tier, T + i * H, T + i * H))
+    ref, s2 = T + 2 * H, state.value
+
+    def at(t: int, tier: str, last: int = ref, base: float = s2, since: int = ref) -> tuple:
+        return (base * 2 ** (-(t - since) / hl), tier, last, t)
+
+    common = [
+        *rows,
+        at(_crossing(ref, s2, 5, hl), "active"),       # score < 5
+        at(ref + 30 * D + 1, "active"),                # 30 d quiet: score 5 -> 4.5, emitted
+        at(ref + 90 * D + 1, "at_risk"),               # 90 d quiet
+        at(_crossing(ref, s2, 1, hl), "at_risk"),      # score < 1: small change, settled
+    ]
+    quiet = [*common, at(ref + 180 * D + 1, "dormant")]
+    # back: the click at T+100d brings it back to active; the review it had planned at
+    # ref+180d is superseded.
+    t_back = T + 100 * D
+    s_back = s2 * 2 ** (-(t_back - ref) / hl) + 3
+    again = {"last": t_back, "base": s_back, "since": t_back}
+    back = [
+        *common,
+        (s_back, "active", t_back, t_back),
+        at(t_back + 30 * D + 1, "active", **again),             # score halves: emitted
+        at(_crossing(t_back, s_back, 1, hl), "at_risk", **again),  # score < 1
+        at(t_back + 90 * D + 1, "at_risk", **again),            # 90 d: 1 -> 0.49, emitted
+    ]                                                           # dormant at +180 d > END
+    return {sub: [(sub, round_score(v), tier, last, as_of) for v, tier, last, as_of in seq]
+            for sub, seq in (("quiet", quiet), ("back", back))}
+
+
+def test_quiet_subscribers_move_down_the_tiers(stream_env, job_config, tmp_path):
+    from pyflink.table import StreamTableEnvironment
+
+    out = _outputs(StreamTableEnvironment.create(stream_env), job_config, tmp_path,
+                   QUIET_EVENTS, QUIET_LATE, QUIET_PROFILES, QUIET_ERASURES)
+    scores = _changelog(out.scores)
+    expected = _expected_review_rows(job_config)
+    for sub, rows in expected.items():
+        # each update comes as the full pair: UPDATE_BEFORE (the previous row) + UPDATE_AFTER
+        want = [("INSERT", rows[0])]
+        for prev, row in itertools.pairwise(rows):
+            want += [("UPDATE_BEFORE", prev), ("UPDATE_AFTER", row)]
+        got = [(kind, row) for kind, row in scores if row[0] == sub]
+        assert got == want, sub
+    assert {row[0] for _, row in scores} == {"quiet", "back"}
+    assert [row[2] for row in expected["quiet"]] == [
+        "active", "engaged", "engaged", "active", "active", "at_risk", "at_risk", "dormant"]
+    assert expected["back"][-1][2:] == ("at_risk", T + 100 * D, T + 190 * D + 1)

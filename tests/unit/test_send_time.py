@@ -12,6 +12,7 @@ import pytest
 
 from udfs.send_time import (
     HOURS_PER_WEEK,
+    REFERENCE_HOURLY_POPULATION,
     SendTimeParams,
     SendTimeResult,
     SendTimeState,
@@ -114,6 +115,67 @@ def test_defaults_follow_the_reference() -> None:
     assert (p.half_life_days, p.slots, p.pseudo_events, p.min_events) == (45.0, 168, 3.0, 3.0)
     assert p.kernel == (0.25, 0.5, 0.25)
     assert dict(p.weights) == {"click": 1.0, "open": 0.5, "conversion": 1.0}
+    assert p.population == REFERENCE_HOURLY_POPULATION == tuple(E9_POP)
+
+
+# --- the configured population prior -------------------------------------------------------
+
+E9_MASS_7_TO_9 = (0.05 + 0.08 + 0.075) / 1.01  # E9 sums to 1.01
+
+
+def test_default_population_fallback_is_the_reference_peak_hour_not_slot_0() -> None:
+    """No argument: the configured curve (E9, tiled over the week); ties between the seven
+    equal days go to the earliest, so Monday 08:00 local time."""
+    state = SendTimeState()
+    state.add(ev(ms(2024, 1, 3, 22)))  # one click, Wednesday 22:00: too little data
+    result = state.best()
+    assert (result.slot, result.weekday, result.hour) == (8, 0, 8)
+    assert result.source == "population"
+    assert result.effective_events == 1.0
+    assert result.confidence == round(E9_MASS_7_TO_9 / 7, 6) == 0.028996
+    assert result.value == round(0.08 / 1.01 / 7, 6)
+    # Empty state, hour-of-day histogram: hour 8 with the E9 mass of hours 7..9.
+    hourly = SendTimeState(SendTimeParams(slots=24)).best(T0)
+    assert (hourly.slot, hourly.weekday, hourly.hour) == (8, None, 8)
+    assert hourly.confidence == round(E9_MASS_7_TO_9, 6)
+    # The configured curve is what choose_slot uses when given no population ...
+    assert choose_slot([0.0] * 24, E9_PARAMS) == choose_slot([0.0] * 24, E9_PARAMS, E9_POP)
+    # ... and the reference's example reproduces with it (E9 best hour and value).
+    assert e9_state().best(T0) == e9_state().best(T0, E9_POP)
+    assert e9_state().best(T0).value == 0.224355
+
+
+def test_uniform_population_is_an_explicit_choice() -> None:
+    result = SendTimeState(SendTimeParams(population=None)).best(T0)
+    assert (result.slot, result.confidence) == (0, round(3 / 168, 6))
+
+
+def test_weekly_population_curve_picks_its_weekday_and_shrinks_subscribers() -> None:
+    # A 168-slot curve: Thursday 19:00 is the population's favourite hour.
+    weekly = [1.0] * HOURS_PER_WEEK
+    weekly[3 * 24 + 19] = 5.0
+    params = SendTimeParams(population=weekly)
+    assert params.population == tuple(weekly)
+    cold = SendTimeState(params).best(T0)
+    assert (cold.slot, cold.weekday, cold.hour, cold.source) == (91, 3, 19, "population")
+    assert cold.confidence == round(7 / 172, 6)
+    # Shrinkage: a subscriber with 3 clicks at Monday 09:00 and one at Monday 10:00 is
+    # still read from their own data (slot 9 smoothed beats slot 91).
+    warm = SendTimeState(params)
+    for week, hour in ((0, 9), (1, 9), (2, 9), (3, 10)):
+        warm.add(ev(T0 + week * 7 * D + hour * HOUR))
+    assert (warm.best().slot, warm.best().source) == (9, "subscriber")
+    # Folded to hour of day when the histogram has 24 slots: hour 19 wins.
+    assert SendTimeState(SendTimeParams(slots=24, population=weekly)).best(T0).slot == 19
+
+
+def test_population_prior_moves_near_ties_toward_popular_hours() -> None:
+    # Equal subscriber counts at 03:00 and 20:00: the prior breaks the tie toward 20:00
+    # (E9: 0.070 vs 0.003), where a uniform prior would take the earlier slot.
+    counts = [0.0] * 24
+    counts[3] = counts[20] = 2.0
+    assert choose_slot(counts, SendTimeParams(slots=24)).slot == 20
+    assert choose_slot(counts, SendTimeParams(slots=24, population=None)).slot == 3
 
 
 # --- which events count ------------------------------------------------------------------
@@ -234,8 +296,9 @@ def test_shuffled_arrival_gives_same_histogram_and_choice(seed: int) -> None:
 
 
 def test_ties_are_broken_by_lowest_slot_whatever_the_order() -> None:
-    # The same instant seen from two zones lands in slots 0 (UTC) and 9 (Tokyo): exact tie.
-    params = SendTimeParams(min_events=0)
+    # The same instant seen from two zones lands in slots 0 (UTC) and 9 (Tokyo): exact tie
+    # under a uniform population.
+    params = SendTimeParams(min_events=0, population=None)
     arrivals = [
         (ev(T0), "UTC"),
         (ev(T0), "Asia/Tokyo"),
@@ -252,7 +315,7 @@ def test_ties_are_broken_by_lowest_slot_whatever_the_order() -> None:
     # A last-bit difference (as different arrival orders can produce) is still a tie.
     counts = [0.0] * 24
     counts[10], counts[20] = 1.0, 1.0 + 1e-13
-    assert choose_slot(counts, SendTimeParams(slots=24, min_events=0)).slot == 10
+    assert choose_slot(counts, SendTimeParams(slots=24, min_events=0, population=None)).slot == 10
 
 
 def test_long_horizon_is_stable() -> None:
@@ -317,6 +380,8 @@ def test_population_normalisation() -> None:
     assert len(tiled) == 168
     assert tiled[8] == tiled[8 + 24 * 6]
     assert math.fsum(tiled) == pytest.approx(1.0)
+    folded = normalize_population(tiled, 24)  # 168 → 24: summed per hour of day
+    assert folded == pytest.approx(normalize_population(E9_POP, 24), rel=1e-12)
     with pytest.raises(ValueError, match="expected 168"):
         normalize_population([1.0] * 100, HOURS_PER_WEEK)
     with pytest.raises(ValueError):
@@ -384,6 +449,11 @@ def test_state_tuple_round_trip_and_params_pickle() -> None:
         {"weights": {"click": -1}},
         {"confidence_window": 200},
         {"default_time_zone": "Mars/Olympus"},
+        {"population": [1.0] * 100},
+        {"population": [-1.0] + [1.0] * 23},
+        {"population": [float("nan")] * 24},
+        {"population": "0.1,0.2"},
+        {"population": 3},
     ],
 )
 def test_bad_params_rejected(kwargs: dict) -> None:
