@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup system-deps venv jars stack-start stack-stop stack-status demo test \
-        test-unit test-e2e lint clean
+        test-unit test-e2e lint clean bench bench-full bench-deps
 
 setup: system-deps venv jars
 
@@ -55,6 +55,19 @@ test-unit: venv
 
 test-e2e: setup
 	$(PY) -m pytest tests/e2e
+
+# Benchmark (issue 8) on the local stack: quick (< 10 min) or full. Needs the `bench` extra
+# (Quix Streams, matplotlib, py-spy). Results in bench/results/; the last line is JSON.
+bench-deps: $(VENV)/.bench-installed
+$(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q ".[dev,bench]"
+	touch $@
+
+bench: setup bench-deps stack-start
+	$(PY) -m bench --mode quick
+
+bench-full: setup bench-deps stack-start
+	$(PY) -m bench --mode full
 
 lint: venv
 	$(PY) -m ruff check .

@@ -1,0 +1,333 @@
+"""python -m bench [--mode quick|full] — the pipeline benchmark of issue 8.
+
+On the running local stack, with topics and consumer groups of its own (suffix
+.bench-<tag>, deleted afterwards unless --keep-topics):
+
+1. generates seeded raw webhook traffic (bench/traffic.py) and works out with the
+   project's own parser what the jobs must output (which also times the parser alone);
+2. preloads it into the raw topic, runs the normalize, clean and metrics jobs over it
+   and measures sustained throughput (first to last output append time), per-vertex busy
+   time, TaskManager memory and CPU;
+3. offers new traffic at half the measured rate, measures raw → clean latency from broker
+   append times, then reads checkpoint durations and state sizes and cancels the jobs;
+4. (before 2.) runs baseline (a), one pure-Java Flink SQL job (bench/java_baseline.py),
+   and (b) Quix Streams (bench/quix_peer.py) over the same preloaded records;
+5. writes bench/results/bench-<mode>.{md,json,png} and prints one JSON line last.
+
+Progress goes to stderr; stdout carries the summary. Figures from a shared machine are
+noisy: compare ratios from the same run, not absolutes across runs."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import settings
+from bench import flink_probe, java_baseline, kafka_load, report, traffic
+from bench.cluster import submit_any
+from bench.stats import latencies, rate, summary_ms
+from devtools import flink_rest
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+MODES = {"quick": {"events": 30_000, "paced_s": 30.0, "timeout_s": 240.0},
+         "full": {"events": 300_000, "paced_s": 120.0, "timeout_s": 1200.0}}
+PIPELINE = ("normalize", "clean", "metrics")
+OUTPUT_TOPICS = ("events", "clean", "late", "dlq", "metrics")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def bench_config(tag: str) -> tuple[dict, str]:
+    """Settings with every topic renamed <name>.bench-<tag> and own consumer groups."""
+    base = settings.load()
+    override = {"kafka": {"group_id_prefix": f"bench-{tag}", "topics": {
+        logical: {"name": f"{spec['name']}.bench-{tag}"}
+        for logical, spec in base["kafka"]["topics"].items()}}}
+    with tempfile.NamedTemporaryFile("w", prefix="bench-", suffix=".yaml",
+                                     delete=False) as handle:
+        yaml.safe_dump(override, handle)
+    return settings.load(handle.name), handle.name
+
+
+def wait_for(label: str, current: Callable[[], int], expected: int, timeout_s: float,
+             settle_s: float = 20.0) -> int:
+    """Poll a record count until it reaches `expected`, or stops growing for settle_s
+    after reaching 95 % of it, or the timeout passes; returns the last count."""
+    deadline = time.monotonic() + timeout_s
+    last, last_change = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        n = current()
+        kafka_load.progress(label, n, expected)
+        if n >= expected:
+            break
+        if n != last:
+            last, last_change = n, time.monotonic()
+        elif n >= 0.95 * expected and time.monotonic() - last_change > settle_s:
+            break
+        time.sleep(0.5)
+    print(file=sys.stderr)
+    return n
+
+
+def _decode_clean(value: bytes, schema: Any) -> tuple[str, str]:
+    import fastavro
+
+    record = fastavro.schemaless_reader(io.BytesIO(value), schema)
+    return record["event_id"], record["event_type"]
+
+
+def run_pipeline(config: dict, path: str, records: list, truth: traffic.Truth,
+                 spec: traffic.TrafficSpec, paced_s: float, timeout_s: float) -> dict:
+    boot = config["kafka"]["bootstrap_servers"]
+    topic = {t: settings.topic(config, t) for t in ("raw", *OUTPUT_TOPICS)}
+    tm = flink_probe.ProcessSampler(flink_probe.taskmanager_pid()).start()
+    log("submitting normalize, clean, metrics ...")
+    with ThreadPoolExecutor(len(PIPELINE)) as pool:
+        ids = dict(zip(PIPELINE, pool.map(lambda j: submit_any(j, config, path), PIPELINE),
+                       strict=True))
+    out: dict[str, Any] = {"job_ids": ids}
+    try:
+        for job_id in ids.values():
+            flink_rest.wait_running(config, job_id)
+        started = time.monotonic()
+        seen = wait_for("clean records", lambda: kafka_load.count(boot, topic["clean"]),
+                        truth.clean, timeout_s)
+        seconds_wall = time.monotonic() - started
+        tm.stop()
+        totals = flink_probe.fresh_vertex_totals(config, ids)
+        spans = {t: kafka_load.append_span(boot, topic[t]) for t in ("events", "clean",
+                                                                     "metrics")}
+        first = spans["events"][1]
+        last = spans["clean"][2]
+        cores = os.cpu_count() or 1
+        events_per_s = rate(truth.events, first, last)
+        out |= {
+            "clean_expected": truth.clean, "clean_records": seen,
+            "seconds": round((last - first) / 1000, 2),
+            "seconds_from_running": round(seconds_wall, 2),
+            "events_per_s": round(events_per_s), "events_per_s_per_core":
+                round(events_per_s / cores), "cores": cores,
+            "stages": {f"{t} ({n:,} records)": round(rate(n, a, b))
+                       for t, (n, a, b) in spans.items()},
+            "vertices": {j: flink_probe.vertex_shares(t) for j, t in totals.items()},
+            "peak_tm_rss_bytes": tm.peak_rss, "tm_cpu_s": round(tm.cpu_s, 1),
+            "tm_heap_used_bytes": flink_probe.heap_used(config),
+        }
+        log(f"pipeline: {truth.events:,} events, {seen:,}/{truth.clean:,} clean, "
+            f"{events_per_s:,.0f} events/s")
+        if paced_s > 0 and events_per_s > 0:
+            out |= run_paced(config, events_per_s / 2, paced_s, spec, timeout_s)
+        out["checkpoints"] = {j: flink_probe.checkpoints(config, i) for j, i in ids.items()}
+    finally:
+        tm.stop()
+        for job_id in ids.values():
+            with contextlib.suppress(Exception):
+                flink_rest.cancel(config, job_id)
+    return out
+
+
+def run_paced(config: dict, offered_events_per_s: float, seconds: float,
+              spec: traffic.TrafficSpec, timeout_s: float) -> dict:
+    """New traffic at a fixed rate into the running pipeline; latency per clean event."""
+    import fastavro
+
+    from jobs import avro_schema
+
+    boot = config["kafka"]["bootstrap_servers"]
+    raw_topic, clean_topic = settings.topic(config, "raw"), settings.topic(config, "clean")
+    now = int(time.time() * 1000)
+    pspec = replace(spec, seed=spec.seed + 1000, events=int(offered_events_per_s * seconds),
+                    start_ms=now, span_ms=int(seconds * 1000))
+    records = traffic.with_flush(traffic.generate(pspec), 12)
+    truth = traffic.truth(records, config["normalize"]["hmac_key"], spec.horizon_ms)
+    raw_since = kafka_load.end_offsets(boot, raw_topic)
+    clean_since = kafka_load.end_offsets(boot, clean_topic)
+    log(f"offered load: {offered_events_per_s:,.0f} events/s for {seconds:.0f} s "
+        f"({len(records):,} records, {truth.events:,} events)")
+    achieved = kafka_load.paced(
+        boot, raw_topic, records, len(records) / seconds,
+        status=lambda: f"clean {kafka_load.count(boot, clean_topic, clean_since):,}")
+    seen = wait_for("clean records (paced)",
+                    lambda: kafka_load.count(boot, clean_topic, clean_since), truth.clean,
+                    timeout_s / 2)
+    index = {r.key: i for i, r in enumerate(records)}
+    raw_append = {index[k]: ts for k, _, ts in kafka_load.read(boot, raw_topic, raw_since)
+                  if k in index and not k.startswith(b"flush-")}  # not traffic
+    schema = fastavro.parse_schema(avro_schema.load("EmailEvent"))
+    outputs = [(*_decode_clean(v, schema), ts)
+               for _, v, ts in kafka_load.read(boot, clean_topic, clean_since)]
+    lat = latencies(raw_append, truth.first_record, outputs)
+    return {"offered_events_per_s": round(offered_events_per_s),
+            "offered_records_per_s": round(achieved, 1),
+            "paced_clean_expected": truth.clean, "paced_clean_records": seen,
+            "latency_ms": summary_ms(lat["all"]),
+            "latency_ms_non_click": summary_ms(lat["non_click"]),
+            "latency_ms_click": summary_ms(lat["click"])}
+
+
+def run_java(config: dict, path: str, truth: traffic.Truth, timeout_s: float) -> dict:
+    boot = config["kafka"]["bootstrap_servers"]
+    topic = java_baseline.clean_topic(config)
+    log("submitting the pure-Java Flink SQL baseline ...")
+    job_id = submit_any("bench.java_baseline", config, path)
+    tm = flink_probe.ProcessSampler(flink_probe.taskmanager_pid())
+    try:
+        flink_rest.wait_running(config, job_id)
+        tm.start()
+        seen = wait_for("java baseline records", lambda: kafka_load.count(boot, topic),
+                        truth.clean, timeout_s)
+        tm.stop()
+        ckpt = flink_probe.checkpoints(config, job_id)
+    finally:
+        tm.stop()
+        flink_rest.cancel(config, job_id)
+    _, first, last = kafka_load.append_span(boot, topic)
+    eps = rate(truth.events, first, last)
+    return {"events_per_s": round(eps), "events_per_s_per_core": round(eps / (os.cpu_count()
+                                                                            or 1)),
+            "clean_records": seen, "seconds": round((last - first) / 1000, 2),
+            "tm_cpu_s": round(tm.cpu_s, 1), "checkpoints": ckpt}
+
+
+def run_peer(config: dict, path: str, tag: str, truth: traffic.Truth,
+             timeout_s: float) -> dict:
+    boot = config["kafka"]["bootstrap_servers"]
+    out_topic = settings.topic(config, "clean") + ".quix"
+    state_dir = tempfile.mkdtemp(prefix="bench-quix-")
+    log("starting the Quix Streams peer ...")
+    log_path = Path(state_dir) / "quix.log"
+    # Quix copies the source timestamp into its repartition topic, so its first output
+    # append time does not show when it started working; the clock starts at spawn
+    # (which charges it its start-up, a few seconds).
+    spawned_ms = int(time.time() * 1000)
+    with open(log_path, "w") as log_file:  # the child keeps its own handle
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.quix_peer", "--config", path, "--raw",
+             settings.topic(config, "raw"), "--out", out_topic, "--group",
+             f"bench-{tag}-quix", "--state-dir", state_dir], cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=log_file)
+    sampler = flink_probe.ProcessSampler(proc.pid).start()
+    try:
+        def progress() -> int:
+            if proc.poll() is not None:  # died: report it instead of waiting out the timeout
+                raise RuntimeError(f"quix peer exited {proc.returncode}: "
+                                   f"{log_path.read_text()[-2000:]}")
+            return kafka_load.count(boot, out_topic)
+
+        seen = wait_for("quix peer records", progress, truth.clean, timeout_s)
+    finally:
+        sampler.stop()
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if proc.returncode not in (0, -15):
+            log(log_path.read_text()[-2000:])
+        shutil.rmtree(state_dir, ignore_errors=True)
+    _, _, last = kafka_load.append_span(boot, out_topic)
+    eps = rate(truth.events, spawned_ms, last)
+    return {"events_per_s": round(eps), "events_per_s_per_core": round(eps),
+            "clean_records": seen, "seconds": round((last - spawned_ms) / 1000, 2),
+            "cpu_s": round(sampler.cpu_s, 1), "peak_rss_bytes": sampler.peak_rss,
+            "note": "one process (one core at most)"}
+
+
+def cleanup(config: Mapping[str, Any], tag: str, seeds: list[int]) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    boot = config["kafka"]["bootstrap_servers"]
+    admin = KafkaAdminClient(bootstrap_servers=boot)
+    try:
+        names = [t for t in admin.list_topics() if f"bench-{tag}" in t]
+    finally:
+        admin.close()
+    kafka_load.delete_topics(boot, names)
+    with contextlib.suppress(Exception):  # rows the jobs upserted for the bench campaigns
+        from devtools.postgres_io import query
+
+        for table in ("event_type_counts", "campaign_metrics"):
+            for seed in seeds:
+                query(config, f"DELETE FROM {table} WHERE campaign_id LIKE %s RETURNING 1",
+                      (f"c{seed}-%",))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=sorted(MODES), default="quick")
+    parser.add_argument("--events", type=int, help="override the mode's event count")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--paced-s", type=float, help="seconds of offered load (0 = skip)")
+    parser.add_argument("--skip-java", action="store_true")
+    parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--keep-topics", action="store_true")
+    args = parser.parse_args(argv)
+    mode = MODES[args.mode] | ({"events": args.events} if args.events else {}) | (
+        {"paced_s": args.paced_s} if args.paced_s is not None else {})
+
+    tag = uuid.uuid4().hex[:6]
+    config, path = bench_config(tag)
+    boot = config["kafka"]["bootstrap_servers"]
+    parts = {settings.topic(config, t): config["kafka"]["topics"][t].get("partitions", 1)
+             for t in ("raw", *OUTPUT_TOPICS, "conversions")}
+    parts[java_baseline.clean_topic(config)] = 3
+    parts[settings.topic(config, "clean") + ".quix"] = 3
+    kafka_load.create_topics(config, parts)
+
+    spec = traffic.TrafficSpec(events=mode["events"], seed=args.seed,
+                               horizon_ms=int(config["clean"]["dedup_horizon_h"]) * 3_600_000)
+    log(f"bench {tag}: generating {spec.events:,} events (seed {spec.seed}) ...")
+    records = traffic.with_flush(traffic.generate(spec), 12)
+    truth = traffic.truth(records, config["normalize"]["hmac_key"], spec.horizon_ms)
+    log(f"  {len(records):,} raw records; expected: {truth.events:,} events, "
+        f"{truth.clean:,} clean, {truth.late:,} late, {truth.dead_letters:,} dead letters")
+    kafka_load.preload(boot, settings.topic(config, "raw"), records)
+    results: dict[str, Any] = {
+        "mode": args.mode, "when": time.strftime("%Y-%m-%d %H:%M"), "seed": spec.seed,
+        "events": truth.events, "raw_records": len(records), "cores": os.cpu_count(),
+        "expected": {"clean": truth.clean, "late": truth.late,
+                     "dead_letters": truth.dead_letters, "types": dict(truth.types)},
+        "python_parse_events_per_s": round(truth.events / truth.parse_seconds),
+    }
+    try:
+        # Baselines first, so that they read exactly the preloaded records (the pipeline's
+        # paced phase appends more to the raw topic).
+        if not args.skip_java:
+            results["java"] = run_java(config, path, truth, mode["timeout_s"])
+        if not args.skip_peer:
+            results["peer"] = run_peer(config, path, tag, truth, mode["timeout_s"])
+        results["pipeline"] = run_pipeline(config, path, records, truth, spec,
+                                           mode["paced_s"], mode["timeout_s"])
+    finally:
+        if not args.keep_topics:
+            cleanup(config, tag, [spec.seed, spec.seed + 1000])
+        os.unlink(path)
+    for written in report.write(results, RESULTS):
+        log(f"wrote {written.relative_to(ROOT)}")
+    print(report.markdown(results))
+    print(json.dumps(report.summary(results), separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

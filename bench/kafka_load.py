@@ -1,0 +1,151 @@
+"""Kafka side of the benchmark: bench topics, preloading and paced producing of raw
+records (with a progress line), and reading append times back.
+
+Every bench topic uses message.timestamp.type=LogAppendTime, so a record's timestamp is
+the broker's append time: latency = output append time - raw append time, both taken by
+the same clock, whatever the producers (Flink's sinks, Quix, this script) put in."""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from bench.traffic import RawRecord
+from gateway.kafka_writer import raw_headers
+from stack import kafka as stack_kafka
+
+APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
+
+
+def create_topics(config: Mapping[str, Any], names: Mapping[str, int]) -> None:
+    """Create topics (name -> partitions) with broker append times."""
+    only = copy.deepcopy(dict(config))
+    only["kafka"]["topics"] = {n: {"name": n, "partitions": p, "config": APPEND_TIME}
+                               for n, p in names.items()}
+    stack_kafka.ensure_topics(only)
+
+
+def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
+    admin = stack_kafka.admin_client(bootstrap)
+    try:
+        admin.delete_topics(list(names))
+    except Exception as exc:  # a leftover bench topic is harmless; say so and go on
+        print(f"warning: could not delete bench topics: {exc}", file=sys.stderr)
+    finally:
+        admin.close()
+
+
+def progress(label: str, done: int, total: int, extra: str = "") -> None:
+    """One self-overwriting status line on stderr (stdout stays parseable)."""
+    pct = 100 * done / total if total else 100
+    print(f"\r  {label}: {done}/{total} ({pct:5.1f} %) {extra}   ", end="", file=sys.stderr,
+          flush=True)
+
+
+def _producer(bootstrap: str):
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=10,
+                         batch_size=512 * 1024, max_request_size=4 * 1024 * 1024)
+
+
+def _send(producer: Any, topic: str, rec: RawRecord) -> None:
+    producer.send(topic, key=rec.key, value=rec.body,
+                  headers=raw_headers(rec.provider, rec.content_type, rec.received_ms, True))
+
+
+def preload(bootstrap: str, topic: str, records: Sequence[RawRecord]) -> float:
+    """Write every record as fast as the producer goes; returns seconds taken."""
+    producer = _producer(bootstrap)
+    started = time.monotonic()
+    try:
+        for i, rec in enumerate(records):
+            _send(producer, topic, rec)
+            if i % 2000 == 0:
+                progress("loading raw", i, len(records))
+        producer.flush()
+    finally:
+        producer.close()
+    progress("loading raw", len(records), len(records))
+    print(file=sys.stderr)
+    return time.monotonic() - started
+
+
+def paced(bootstrap: str, topic: str, records: Sequence[RawRecord], rate_per_s: float,
+          status: Callable[[], str] = lambda: "") -> float:
+    """Write records at a fixed rate (records/s) on a schedule, so that a slow consumer
+    does not slow the offered load down; returns the achieved rate."""
+    producer = _producer(bootstrap)
+    started = time.monotonic()
+    try:
+        for i, rec in enumerate(records):
+            due = started + i / rate_per_s
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            _send(producer, topic, rec)
+            if i % 200 == 0:
+                producer.flush()  # keep linger from batching the schedule away
+                progress("offered load", i, len(records), status())
+        producer.flush()
+    finally:
+        producer.close()
+    progress("offered load", len(records), len(records))
+    print(file=sys.stderr)
+    return len(records) / (time.monotonic() - started)
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    from devtools.kafka_io import end_offsets as ends
+
+    return ends(bootstrap, topic)
+
+
+def count(bootstrap: str, topic: str, since: Mapping[int, int] | None = None) -> int:
+    ends = end_offsets(bootstrap, topic)
+    return sum(off - (since or {}).get(p, 0) for p, off in ends.items())
+
+
+def read(bootstrap: str, topic: str, since: Mapping[int, int] | None = None,
+         timeout_s: float = 120.0) -> list[tuple[bytes | None, bytes | None, int]]:
+    """(key, value, append time ms) of every record from `since` (default: the start) to
+    the current end of the topic."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    ends = end_offsets(bootstrap, topic)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             enable_auto_commit=False, max_partition_fetch_bytes=8 << 20,
+                             fetch_max_bytes=32 << 20)
+    out: list[tuple[bytes | None, bytes | None, int]] = []
+    try:
+        parts = [TopicPartition(topic, p) for p in ends]
+        consumer.assign(parts)
+        todo = {}
+        for tp in parts:
+            start = (since or {}).get(tp.partition, 0)
+            if start < ends[tp.partition]:
+                consumer.seek(tp, start)
+                todo[tp] = ends[tp.partition]
+            else:
+                consumer.pause(tp)
+        deadline = time.monotonic() + timeout_s
+        while todo and time.monotonic() < deadline:
+            for tp, batch in consumer.poll(timeout_ms=500, max_records=50_000).items():
+                for m in batch:
+                    if m.offset < todo.get(tp, -1):
+                        out.append((m.key, m.value, m.timestamp))
+                if tp in todo and consumer.position(tp) >= todo[tp]:
+                    del todo[tp]
+                    consumer.pause(tp)
+    finally:
+        consumer.close()
+    return out
+
+
+def append_span(bootstrap: str, topic: str) -> tuple[int, int, int]:
+    """(records, first append time, last append time) of a whole topic."""
+    stamps = [ts for _, _, ts in read(bootstrap, topic)]
+    return len(stamps), min(stamps, default=0), max(stamps, default=0)

@@ -1,0 +1,50 @@
+"""Figures from raw measurements: percentiles, rates, latencies. Pure functions (unit
+tested); no Kafka or Flink here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of unsorted values; 0.0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return float(ordered[rank - 1])
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99/max of millisecond values, rounded, plus how many."""
+    return {"p50": round(percentile(values, 50), 1), "p95": round(percentile(values, 95), 1),
+            "p99": round(percentile(values, 99), 1),
+            "max": round(max(values), 1) if values else 0.0, "n": len(values)}
+
+
+def rate(count: int, first_ms: int, last_ms: int) -> float:
+    """Records per second over an append-time span (0 when the span is empty)."""
+    span = (last_ms - first_ms) / 1000
+    return count / span if span > 0 else 0.0
+
+
+def latencies(raw_append: Mapping[int, int], first_record: Mapping[str, int],
+              outputs: Iterable[tuple[str, str, int]]) -> dict[str, list[float]]:
+    """End-to-end latency per output record, ms: output append time minus the append time
+    of the raw record that first carried the event. `raw_append` maps raw record index to
+    its append time, `first_record` event id to that index, `outputs` yields (event id,
+    event type, output append time). Events the map does not know (not from this phase)
+    are skipped. Returns {'all': [...], 'non_click': [...], 'click': [...]}."""
+    out: dict[str, list[float]] = {"all": [], "non_click": [], "click": []}
+    for event_id, event_type, appended in outputs:
+        index = first_record.get(event_id)
+        if index is None or index not in raw_append:
+            continue
+        ms = float(appended - raw_append[index])
+        out["all"].append(ms)
+        out["click" if event_type == "click" else "non_click"].append(ms)
+    return out
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    return round(numerator / denominator, 3) if denominator else None
