@@ -57,11 +57,15 @@ test-e2e: setup
 	$(PY) -m pytest tests/e2e
 
 # Benchmark (issue 8) on the local stack: quick (< 10 min) or full. Needs the `bench` extra
-# (Quix Streams, matplotlib, py-spy). Results in bench/results/; the last line is JSON.
-bench-deps: $(VENV)/.bench-installed
+# (Quix Streams, matplotlib, py-spy) and baseline (a)'s Java table function, built by Maven
+# from bench/java/. Results in bench/results/; the last line is JSON.
+BENCH_UDF_JAR := bench/java/target/email-bench-udf.jar
+bench-deps: $(VENV)/.bench-installed $(BENCH_UDF_JAR)
 $(VENV)/.bench-installed: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install -q ".[dev,bench]"
 	touch $@
+$(BENCH_UDF_JAR): bench/java/pom.xml $(shell find bench/java/src -name '*.java')
+	mvn -q -B -f bench/java/pom.xml package
 
 bench: setup bench-deps stack-start
 	$(PY) -m bench --mode quick

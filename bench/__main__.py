@@ -113,6 +113,7 @@ def run_pipeline(config: dict, path: str, records: list, truth: traffic.Truth,
                         truth.clean, timeout_s)
         seconds_wall = time.monotonic() - started
         tm.stop()
+        _fail_if_restarted(config, ids)
         totals = flink_probe.fresh_vertex_totals(config, ids)
         spans = {t: kafka_load.append_span(boot, topic[t]) for t in ("events", "clean",
                                                                      "metrics")}
@@ -136,6 +137,7 @@ def run_pipeline(config: dict, path: str, records: list, truth: traffic.Truth,
             f"{events_per_s:,.0f} events/s")
         if paced_s > 0 and events_per_s > 0:
             out |= run_paced(config, events_per_s / 2, paced_s, spec, timeout_s)
+            _fail_if_restarted(config, ids)
         out["checkpoints"] = {j: flink_probe.checkpoints(config, i) for j, i in ids.items()}
     finally:
         tm.stop()
@@ -143,6 +145,16 @@ def run_pipeline(config: dict, path: str, records: list, truth: traffic.Truth,
             with contextlib.suppress(Exception):
                 flink_rest.cancel(config, job_id)
     return out
+
+
+def _fail_if_restarted(config: dict, ids: Mapping[str, str]) -> None:
+    """A job that failed and restarted replays from its last checkpoint and writes its
+    outputs again (more clean records than expected, figures of a broken run): stop with
+    its failure instead of reporting them."""
+    for name, job_id in ids.items():
+        failure = flink_rest.first_failure(config, job_id)
+        if failure:
+            raise RuntimeError(f"the {name} job failed during the run: {failure}")
 
 
 def run_paced(config: dict, offered_events_per_s: float, seconds: float,
@@ -196,16 +208,41 @@ def run_java(config: dict, path: str, truth: traffic.Truth, timeout_s: float) ->
         seen = wait_for("java baseline records", lambda: kafka_load.count(boot, topic),
                         truth.clean, timeout_s)
         tm.stop()
+        counts_match = _wait_java_counts(boot, java_baseline.counts_topic(config), truth)
         ckpt = flink_probe.checkpoints(config, job_id)
     finally:
         tm.stop()
         flink_rest.cancel(config, job_id)
     _, first, last = kafka_load.append_span(boot, topic)
     eps = rate(truth.events, first, last)
+    # Said now too: a later phase that fails takes the report with it.
+    log(f"java baseline: {seen:,}/{truth.clean:,} clean, counts "
+        f"{'match' if counts_match else 'DIFFER'}, {eps:,.0f} events/s")
     return {"events_per_s": round(eps), "events_per_s_per_core": round(eps / (os.cpu_count()
                                                                             or 1)),
-            "clean_records": seen, "seconds": round((last - first) / 1000, 2),
+            "clean_records": seen, "counts_match": counts_match,
+            "seconds": round((last - first) / 1000, 2),
             "tm_cpu_s": round(tm.cpu_s, 1), "checkpoints": ckpt}
+
+
+def _wait_java_counts(boot: str, topic: str, truth: traffic.Truth,
+                      timeout_s: float = 30.0) -> bool:
+    """Whether the baseline's final (campaign, arm, type) counts equal the truth's; the
+    last upserts may land a moment after the last clean record, hence the polling."""
+    expected = {(c or "", a or "", t): n for (c, a, t), n in truth.counts.items()}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        final: dict[tuple, int] = {}
+        for key, value, _ in kafka_load.read(boot, topic):
+            k = json.loads(key or b"{}")
+            final[(k.get("campaign_id"), k.get("arm"), k.get("event_type"))] = \
+                json.loads(value)["events"] if value else 0
+        if final == expected or time.monotonic() > deadline:
+            if final != expected:
+                log(f"java baseline counts differ from the truth in "
+                    f"{len(set(final.items()) ^ set(expected.items()))} entries")
+            return final == expected
+        time.sleep(2)
 
 
 def run_peer(config: dict, path: str, tag: str, truth: traffic.Truth,
@@ -246,6 +283,7 @@ def run_peer(config: dict, path: str, tag: str, truth: traffic.Truth,
         shutil.rmtree(state_dir, ignore_errors=True)
     _, _, last = kafka_load.append_span(boot, out_topic)
     eps = rate(truth.events, spawned_ms, last)
+    log(f"quix peer: {seen:,}/{truth.clean:,} clean, {eps:,.0f} events/s")
     return {"events_per_s": round(eps), "events_per_s_per_core": round(eps),
             "clean_records": seen, "seconds": round((last - spawned_ms) / 1000, 2),
             "cpu_s": round(sampler.cpu_s, 1), "peak_rss_bytes": sampler.peak_rss,
@@ -291,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = {settings.topic(config, t): config["kafka"]["topics"][t].get("partitions", 1)
              for t in ("raw", *OUTPUT_TOPICS, "conversions")}
     parts[java_baseline.clean_topic(config)] = 3
+    parts[java_baseline.counts_topic(config)] = 3
     parts[settings.topic(config, "clean") + ".quix"] = 3
     kafka_load.create_topics(config, parts)
 

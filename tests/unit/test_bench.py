@@ -76,6 +76,14 @@ def test_flush_records_come_last_and_parse(records):
     assert t.clean == 3
 
 
+def test_a_later_flush_is_not_a_duplicate_of_an_earlier_one(records):
+    # The paced phase flushes into the clean job that already saw the first flush.
+    first = traffic.with_flush(records, 2)[-2:]
+    later = traffic.with_flush(records + first, 2)[-2:]
+    t = traffic.truth(first + later, "k", SPEC.horizon_ms)
+    assert t.clean == 4
+
+
 def test_percentile_nearest_rank():
     values = list(range(1, 101))
     assert stats.percentile(values, 50) == 50
@@ -110,4 +118,4 @@ def test_summary_and_markdown():
     assert s["latency_ms"] == {"p50": 10.0, "p95": 20.0, "p99": 30.0}
     assert s["state_bytes"] == 2048
     md = report.markdown(results)
-    assert "| (a) pure-Java Flink SQL, one job | 1,600 |" in md
+    assert "| (a) pure-Java Flink: Jackson UDTF + SQL dedup/counts, one job | 1,600 |" in md
