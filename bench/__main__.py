@@ -40,9 +40,9 @@ import yaml
 
 import settings
 from bench import flink_probe, java_baseline, kafka_load, report, traffic
-from bench.cluster import submit_any
 from bench.stats import latencies, rate, summary_ms
 from devtools import flink_rest
+from jobs.__main__ import submit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -102,7 +102,7 @@ def run_pipeline(config: dict, path: str, records: list, truth: traffic.Truth,
     tm = flink_probe.ProcessSampler(flink_probe.taskmanager_pid()).start()
     log("submitting normalize, clean, metrics ...")
     with ThreadPoolExecutor(len(PIPELINE)) as pool:
-        ids = dict(zip(PIPELINE, pool.map(lambda j: submit_any(j, config, path), PIPELINE),
+        ids = dict(zip(PIPELINE, pool.map(lambda j: submit(j, config, path), PIPELINE),
                        strict=True))
     out: dict[str, Any] = {"job_ids": ids}
     try:
@@ -200,7 +200,7 @@ def run_java(config: dict, path: str, truth: traffic.Truth, timeout_s: float) ->
     boot = config["kafka"]["bootstrap_servers"]
     topic = java_baseline.clean_topic(config)
     log("submitting the pure-Java Flink SQL baseline ...")
-    job_id = submit_any("bench.java_baseline", config, path)
+    job_id = submit("bench.java_baseline", config, path)
     tm = flink_probe.ProcessSampler(flink_probe.taskmanager_pid())
     try:
         flink_rest.wait_running(config, job_id)

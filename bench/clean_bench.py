@@ -23,6 +23,7 @@ import fastavro
 import yaml
 
 import settings
+from bench import flink_probe
 from devtools import flink_rest
 from jobs import avro_schema
 from jobs.__main__ import submit
@@ -137,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         state = flink_rest.wait_checkpoint_state_size(config, job_id)
+        shares = flink_probe.vertex_shares(
+            flink_probe.fresh_vertex_totals(config, {"clean": job_id})["clean"])
+        for name, share in shares.items():
+            print(f"  busy {share['busy']:6.1%}  back-pressured {share['backpressured']:6.1%}"
+                  f"  in {share['records_in']:>9,.0f}  {name[:90]}")
     finally:
         flink_rest.cancel(config, job_id)
 

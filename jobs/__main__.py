@@ -18,7 +18,7 @@ import subprocess
 import sys
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,7 +28,7 @@ from stack.flink import client_env, flink_home, link_lib_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = {"normalize": "jobs.normalize", "clean": "jobs.clean", "metrics": "jobs.metrics",
-        "abtest": "jobs.abtest", "subscriber": "jobs.subscriber"}
+        "abtest": "jobs.abtest", "subscriber": "jobs.subscriber", "rules": "jobs.rules.job"}
 SHIPPED_PACKAGES = ("jobs", "udfs", "settings", "stack")
 
 
@@ -61,10 +61,14 @@ def _build_lock() -> Iterator[None]:
 
 
 def submit(job: str, config: dict, config_path: str | None = None,
-           detached: bool = True, savepoint: str | None = None) -> str:
-    """Run `flink run` for one job; returns the JobID. The job's client process reads the
-    same settings: the override file (config_path) and EMAIL_STREAMING__* variables."""
-    if job not in JOBS:
+           detached: bool = True, savepoint: str | None = None,
+           env_extra: Mapping[str, str] | None = None) -> str:
+    """Run `flink run` for one job, by name (JOBS) or module path (e.g. the benchmark's
+    baseline, bench.java_baseline); returns the JobID. The job's client process reads the
+    same settings: the override file (config_path) and EMAIL_STREAMING__* variables, plus
+    `env_extra`."""
+    module = JOBS.get(job) or (job if "." in job else None)
+    if module is None:
         raise StackError(f"unknown job {job!r}; jobs: {', '.join(sorted(JOBS))}")
     rest = urlsplit(config["flink"]["rest_url"])
     stack_conf = ROOT / config["local_stack"]["dir"] / "flink" / "conf"
@@ -75,7 +79,7 @@ def submit(job: str, config: dict, config_path: str | None = None,
         client_lib = link_lib_dir(ROOT / "build" / "flink-client-lib")
     argv = [str(flink_home() / "bin" / "flink"), "run", "-m", rest.netloc,
             *(["-pyfs", str(shipped)] if config["flink"]["ship_code"] else []),
-            "-pym", JOBS[job]]
+            "-pym", module]
     if detached:
         argv.insert(2, "-d")
     if savepoint:
@@ -85,6 +89,7 @@ def submit(job: str, config: dict, config_path: str | None = None,
     env["FLINK_LIB_DIR"] = str(client_lib)
     if config_path:
         env[settings.FILE_ENV] = str(Path(config_path).resolve())
+    env.update(env_extra or {})
     result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
     match = re.search(r"JobID ([0-9a-f]{32})", result.stdout + result.stderr)
     if result.returncode != 0 or not match:

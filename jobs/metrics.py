@@ -58,6 +58,7 @@ class Outputs(NamedTuple):
 def build(t_env: StreamTableEnvironment, config: Mapping[str, Any], events: str,
           conversions: str) -> Outputs:
     """`events`: EmailEvent columns (the clean stream); `conversions`: Conversion columns."""
+    runtime.enable_mini_batch(t_env, config)
     t_env.get_config().set("table.exec.state.ttl",
                            f"{int(config['metrics']['state_ttl_days'])} d")
     # The shop may resend an order; count it once.

@@ -114,6 +114,7 @@ def build(t_env: StreamTableEnvironment, config: Mapping[str, Any], source: str)
     """The job between its tables. `source` (production: email.raw in Kafka; tests: an
     in-memory table) has columns request_id, body, headers, src_topic, src_partition,
     src_offset. The caller inserts the outputs into its sinks."""
+    runtime.enable_mini_batch(t_env, config)
     t_env.create_temporary_function("normalize_raw", normalize_function(config))
     cols = ", ".join(avro_schema.quote(c) for c in result_columns())
     t_env.execute_sql(f"""

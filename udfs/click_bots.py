@@ -1,7 +1,8 @@
 """Bot clicks that only show up across the events of one message: link scanners (mail
 security gateways) click within seconds of delivery, and crawl every link of a message
-in a burst. Pure functions; jobs/clean.py keeps the per-message state and decides when
-a click is complete enough to judge (event-time timers).
+in a burst. Pure functions; jobs/clean.py finds each click's delivery (an event-time
+temporal join in SQL), keeps the clicks of a message and decides when a click is complete
+enough to judge (event-time timers).
 
 Stateless signals (scanner user agents, provider bot flags) are set during normalization
 by udfs.bots and are kept as they are."""
@@ -48,14 +49,16 @@ def burst_indexes(clicks: Sequence[Mapping[str, Any]], params: ClickBotParams) -
     return flagged
 
 
-def judge_clicks(clicks: Sequence[Mapping[str, Any]], delivered_at: int | None,
+def judge_clicks(clicks: Sequence[Mapping[str, Any]],
                  params: ClickBotParams) -> list[tuple[bool, str | None]]:
     """(suspected_bot, bot_reason) per click, given every click of the message that can
-    matter (those within burst_window_s of each other) and the delivery time if known.
+    matter (those within burst_window_s of each other), each with the time of the
+    message's delivery before it in "delivered_at" (None or absent: none known).
     A flag set earlier (user agent, provider) wins, so its more specific reason stays."""
     bursts = burst_indexes(clicks, params)
     verdicts = []
     for i, click in enumerate(clicks):
+        delivered_at = click.get("delivered_at")
         if click.get("suspected_bot"):
             verdicts.append((True, click.get("bot_reason")))
         elif (delivered_at is not None

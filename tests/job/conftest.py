@@ -34,12 +34,21 @@ def stream_env(job_config):
     return env
 
 
-@pytest.fixture
-def t_env(stream_env):
-    """A fresh table environment (own temporary views and functions) on the shared JVM."""
+def new_table_env(stream_env, job_config):
+    """A fresh table environment (own temporary views and functions) on the shared JVM,
+    with the jobs' table settings (a job's settings reach the shared env when it runs)."""
     from pyflink.table import StreamTableEnvironment
 
-    return StreamTableEnvironment.create(stream_env)
+    from jobs import runtime
+
+    t_env = StreamTableEnvironment.create(stream_env)
+    runtime.configure_table_env(t_env, job_config)
+    return t_env
+
+
+@pytest.fixture
+def t_env(stream_env, job_config):
+    return new_table_env(stream_env, job_config)
 
 
 def final_rows(table) -> list[tuple]:

@@ -16,7 +16,7 @@ import json
 import pytest
 
 from jobs import abtest, avro_schema, tables
-from tests.job.conftest import final_rows
+from tests.job.conftest import final_rows, new_table_env
 from udfs.abtest import AbTestDefinition, ArmCounts, decide
 
 pytestmark = pytest.mark.job
@@ -110,9 +110,8 @@ def expected(definition, arms, looks):
 
 @pytest.fixture(scope="module")
 def job_output(stream_env, job_config, tmp_path_factory):
-    from pyflink.table import StreamTableEnvironment
 
-    t_env = StreamTableEnvironment.create(stream_env)
+    t_env = new_table_env(stream_env, job_config)
     path = tmp_path_factory.mktemp("abtest") / "events.json"
     path.write_text("\n".join(json.dumps(e) for e in EVENTS) + "\n")
     t_env.execute_sql(f"""CREATE TEMPORARY TABLE clean_in (

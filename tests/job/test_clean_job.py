@@ -38,7 +38,15 @@ SCENARIO = [  # arrival order
     event("c-human", "click", T + 600 * S, url="https://x/a"),
     event("ua", "click", T + 700 * S, url="https://x/b", suspected_bot=True,
           bot_reason="ua_scanner"),
+    # the click arrives before its delivery (within the out-of-orderness): still a scanner
+    event("c-first", "click", T + 204 * S, message="m7", subscriber="s7", url="https://x/a"),
+    event("d7", "delivered", T + 200 * S, message="m7", subscriber="s7"),
+    event("d6", "delivered", T + H, message="m6", subscriber="s6"),
     event("o3", "open", T + 3 * H, message="m3", subscriber="s3"),  # watermark -> T+3h-10s
+    # behind the watermark (not beyond the horizon): judged and kept, never dropped
+    event("c-late", "click", T + H + 2 * S, message="m6", subscriber="s6", url="https://x/a"),
+    event("c-late-human", "click", T + H + 60 * S, message="m6", subscriber="s6",
+          url="https://x/b"),
     # received 47 h after it happened: late, but within the 48 h horizon
     event("early", "open", T - 44 * H, message="m4", subscriber="s4", received_time=T + 3 * H),
     # received 49 h after it happened: beyond the horizon (twice: not deduplicated)
@@ -62,7 +70,8 @@ def test_clean_scenario(t_env, job_config, tmp_path):
     output = final_rows(out.clean)
     rows = {r[0]: dict(zip(names, r, strict=True)) for r in output}
     assert sorted(r[0] for r in output) == sorted(
-        ["d1", "o1", "c-scan", "d2", "b1", "b2", "b3", "c-human", "ua", "o3", "early"])
+        ["d1", "o1", "c-scan", "d2", "b1", "b2", "b3", "c-human", "ua", "o3", "early",
+         "c-first", "d7", "d6", "c-late", "c-late-human"])
     flags = {eid: (r["suspected_bot"], r["bot_reason"]) for eid, r in rows.items()
              if r["event_type"] == "click"}
     assert flags == {
@@ -70,6 +79,8 @@ def test_clean_scenario(t_env, job_config, tmp_path):
         "b1": (True, "click_burst"), "b2": (True, "click_burst"), "b3": (True, "click_burst"),
         "c-human": (False, None),
         "ua": (True, "ua_scanner"),
+        "c-first": (True, "click_soon_after_delivery"),
+        "c-late": (True, "click_soon_after_delivery"), "c-late-human": (False, None),
     }
 
     late = final_rows(out.late)

@@ -14,6 +14,7 @@ import random
 import pytest
 
 from jobs import avro_schema, subscriber
+from tests.job.conftest import new_table_env
 from udfs.scoring import ScoreState, round_score, score_events
 from udfs.send_time import REFERENCE_HOURLY_POPULATION, SendTimeState
 
@@ -191,14 +192,13 @@ def test_scenario_has_no_tier_review_inside_it():
 
 @pytest.fixture(scope="module")
 def outputs(stream_env, job_config, tmp_path_factory):
-    from pyflink.table import StreamTableEnvironment
 
     runs = []
     for seed in (None, 7):
         events = list(EVENTS)
         if seed is not None:
             random.Random(seed).shuffle(events)
-        runs.append(_run(StreamTableEnvironment.create(stream_env), job_config,
+        runs.append(_run(new_table_env(stream_env, job_config), job_config,
                          tmp_path_factory.mktemp(f"run{seed}"), events))
     return runs
 
@@ -373,9 +373,7 @@ def _expected_review_rows(job_config) -> dict[str, list[tuple]]:
 
 
 def test_quiet_subscribers_move_down_the_tiers(stream_env, job_config, tmp_path):
-    from pyflink.table import StreamTableEnvironment
-
-    out = _outputs(StreamTableEnvironment.create(stream_env), job_config, tmp_path,
+    out = _outputs(new_table_env(stream_env, job_config), job_config, tmp_path,
                    QUIET_EVENTS, QUIET_LATE, QUIET_PROFILES, QUIET_ERASURES)
     scores = _changelog(out.scores)
     expected = _expected_review_rows(job_config)
