@@ -32,6 +32,6 @@ def _shape(schema: dict) -> list[tuple]:
 @pytest.mark.parametrize("name", [
     "EmailEvent", "DeadLetter", "Conversion", "CampaignMetrics", "AbDecision",
     "SubscriberProfile", "ErasureRequest", "SubscriberScore", "SubscriberSendTime",
-    "SubscriberSuppression"])
+    "SubscriberSuppression", "JourneyTrigger"])
 def test_flink_ddl_encodes_to_the_avsc_contract(t_env, name):
     assert _shape(_flink_avro_schema(t_env, name)) == _shape(avro_schema.load(name))
