@@ -38,9 +38,10 @@ SCENARIO = [  # arrival order
     event("c-human", "click", T + 600 * S, url="https://x/a"),
     event("ua", "click", T + 700 * S, url="https://x/b", suspected_bot=True,
           bot_reason="ua_scanner"),
-    # the click arrives before its delivery (within the out-of-orderness): still a scanner
-    event("c-first", "click", T + 204 * S, message="m7", subscriber="s7", url="https://x/a"),
-    event("d7", "delivered", T + 200 * S, message="m7", subscriber="s7"),
+    # the click arrives before its delivery, both ahead of the watermark (T+690s) and
+    # within the out-of-orderness: still a scanner
+    event("c-first", "click", T + 804 * S, message="m7", subscriber="s7", url="https://x/a"),
+    event("d7", "delivered", T + 800 * S, message="m7", subscriber="s7"),
     event("d6", "delivered", T + H, message="m6", subscriber="s6"),
     event("o3", "open", T + 3 * H, message="m3", subscriber="s3"),  # watermark -> T+3h-10s
     # behind the watermark (not beyond the horizon): judged and kept, never dropped
