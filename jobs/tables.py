@@ -11,8 +11,11 @@ import settings
 from jobs import avro_schema
 
 
-def _options(opts: Mapping[str, str]) -> str:
-    return ",\n  ".join(f"'{k}' = '{v}'" for k, v in opts.items())
+def create_table(name: str, columns: str, opts: Mapping[str, str]) -> str:
+    """CREATE TABLE name (columns) WITH (opts): `columns` is the DDL between the
+    parentheses, one column (or constraint) per line."""
+    options = ",\n  ".join(f"'{k}' = '{v}'" for k, v in opts.items())
+    return f"CREATE TABLE {name} (\n  {columns}\n) WITH (\n  {options}\n)"
 
 
 def kafka_source_options(config: Mapping[str, Any], logical_topic: str,
@@ -56,16 +59,12 @@ def raw_source(config: Mapping[str, Any], name: str = "raw_webhooks",
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
     }
-    return f"""CREATE TABLE {name} (
-  request_id BYTES,
+    return create_table(name, """request_id BYTES,
   body BYTES,
   headers MAP<STRING, BYTES> METADATA,
   src_topic STRING METADATA FROM 'topic' VIRTUAL,
   src_partition INT METADATA FROM 'partition' VIRTUAL,
-  src_offset BIGINT METADATA FROM 'offset' VIRTUAL
-) WITH (
-  {_options(opts)}
-)"""
+  src_offset BIGINT METADATA FROM 'offset' VIRTUAL""", opts)
 
 
 def events_source(config: Mapping[str, Any], logical_topic: str, group: str,
@@ -73,11 +72,7 @@ def events_source(config: Mapping[str, Any], logical_topic: str, group: str,
     """An EmailEvent topic as an event-time source: `ts` (from event_time) carries the
     watermark, bounded by clean.out_of_orderness_s; `proc` is processing time."""
     opts = kafka_source_options(config, logical_topic, group) | {"value.format": "avro"}
-    return f"""CREATE TABLE {name} (
-  {event_time_columns(config)}
-) WITH (
-  {_options(opts)}
-)"""
+    return create_table(name, event_time_columns(config), opts)
 
 
 def event_time_columns(config: Mapping[str, Any]) -> str:
@@ -99,11 +94,7 @@ def events_sink(config: Mapping[str, Any], logical_topic: str, job: str,
         "value.format": "avro",
         "value.fields-include": "ALL",
     }
-    return f"""CREATE TABLE {name} (
-  {avro_schema.column_ddl("EmailEvent")}
-) WITH (
-  {_options(opts)}
-)"""
+    return create_table(name, avro_schema.column_ddl("EmailEvent"), opts)
 
 
 def dlq_sink(config: Mapping[str, Any], job: str, name: str = "dead_letters") -> str:
@@ -114,12 +105,8 @@ def dlq_sink(config: Mapping[str, Any], job: str, name: str = "dead_letters") ->
         "value.format": "avro",
         "value.fields-include": "EXCEPT_KEY",
     }
-    return f"""CREATE TABLE {name} (
-  dlq_key BYTES,
-  {avro_schema.column_ddl("DeadLetter")}
-) WITH (
-  {_options(opts)}
-)"""
+    return create_table(name, f"""dlq_key BYTES,
+  {avro_schema.column_ddl("DeadLetter")}""", opts)
 
 
 def jdbc_sink(config: Mapping[str, Any], name: str, table: str, columns: str,
@@ -136,23 +123,15 @@ def jdbc_sink(config: Mapping[str, Any], name: str, table: str, columns: str,
         "sink.buffer-flush.interval": "1 s",
         "sink.max-retries": "5",
     }
-    return f"""CREATE TABLE {name} (
-  {columns},
-  PRIMARY KEY ({primary_key}) NOT ENFORCED
-) WITH (
-  {_options(opts)}
-)"""
+    return create_table(name, f"""{columns},
+  PRIMARY KEY ({primary_key}) NOT ENFORCED""", opts)
 
 
 def conversions_source(config: Mapping[str, Any], group: str,
                        name: str = "conversions_in") -> str:
     """commerce.conversions (Avro Conversion)."""
     opts = kafka_source_options(config, "conversions", group) | {"value.format": "avro"}
-    return f"""CREATE TABLE {name} (
-  {avro_schema.column_ddl("Conversion")}
-) WITH (
-  {_options(opts)}
-)"""
+    return create_table(name, avro_schema.column_ddl("Conversion"), opts)
 
 
 def upsert_kafka_sink(config: Mapping[str, Any], logical_topic: str, schema: str,
@@ -168,9 +147,5 @@ def upsert_kafka_sink(config: Mapping[str, Any], logical_topic: str, schema: str
         "value.format": "avro",
         "value.fields-include": "ALL",
     }
-    return f"""CREATE TABLE {name} (
-  {avro_schema.column_ddl(schema)},
-  PRIMARY KEY ({", ".join(avro_schema.quote(k) for k in key)}) NOT ENFORCED
-) WITH (
-  {_options(opts)}
-)"""
+    return create_table(name, f"""{avro_schema.column_ddl(schema)},
+  PRIMARY KEY ({", ".join(avro_schema.quote(k) for k in key)}) NOT ENFORCED""", opts)

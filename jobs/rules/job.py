@@ -30,8 +30,7 @@ def job_name(config: Mapping[str, Any]) -> str:
 def kafka_input(config: Mapping[str, Any], spec: rules.Input) -> str:
     opts = tables.kafka_source_options(config, spec.logical_topic, GROUP)
     opts["value.format"] = "avro"
-    return (f"CREATE TABLE {spec.table} (\n  {rules.input_columns(config, spec)}\n) WITH (\n"
-            f"  {tables._options(opts)}\n)")
+    return tables.create_table(spec.table, rules.input_columns(config, spec), opts)
 
 
 def kafka_sink(config: Mapping[str, Any]) -> str:
@@ -41,8 +40,7 @@ def kafka_sink(config: Mapping[str, Any]) -> str:
         "value.format": "avro",
         "value.fields-include": "ALL",
     }
-    return (f"CREATE TABLE {KAFKA_SINK} (\n  {rules.trigger_columns()}\n) WITH (\n"
-            f"  {tables._options(opts)}\n)")
+    return tables.create_table(KAFKA_SINK, rules.trigger_columns(), opts)
 
 
 def build(t_env: Any, config: Mapping[str, Any]) -> Any:
