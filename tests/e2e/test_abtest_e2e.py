@@ -133,9 +133,11 @@ def test_winner_reaches_postgres_and_the_topic(ab_config):
         assert json.loads(arms)[1]["p_value"] < 0.05
         assert did == decision_id(campaign, "t1", version)
 
-        history = postgres_io.query(
+        # A second JDBC sink, flushed on its own: its last row may land a moment later.
+        history = postgres_io.wait_for_rows(
             config, "SELECT version, status, decision_id FROM ab_decision_history "
-                    "WHERE campaign_id = %s ORDER BY version", (campaign,))
+                    "WHERE campaign_id = %s ORDER BY version", (campaign,),
+            until=lambda h: bool(h) and h[-1][0] >= version, timeout_s=30)
         assert history[-1] == (version, "winner", did)
         assert [h[2] for h in history] == [decision_id(campaign, "t1", v)
                                            for v, _, _ in history]
