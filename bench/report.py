@@ -54,7 +54,8 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"Input: {results['events']:,} provider events in {results['raw_records']:,} raw "
         f"webhook records (seed {results.get('seed')}); machine: {results.get('cores')} "
         f"cores, shared and noisy unless stated otherwise. Throughput is measured between "
-        f"the first and the last output record's broker append time over a preloaded topic.",
+        f"the first and the last output record's broker append time over a preloaded topic "
+        f"(the project's downstream jobs already running when normalize starts).",
         "", "| system | events/s | events/s per core | ratio to project | output records |",
         "|---|---|---|---|---|",
         f"| project: normalize → clean (3 PyFlink jobs) | {_fmt(pipe.get('events_per_s'))} | "
@@ -88,7 +89,8 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"{_fmt(lat.get('p95'))} / {_fmt(lat.get('p99'))} (n={_fmt(lat.get('n'))}) |",
         f"| latency, non-click events p50 / p95 / p99 (ms) | {_fmt(nc.get('p50'))} / "
         f"{_fmt(nc.get('p95'))} / {_fmt(nc.get('p99'))} |",
-        f"| latency, clicks (held for the bot verdict) p50 / p99 (ms) | {_fmt(ck.get('p50'))} / "
+        f"| latency, clicks (held up to clean.bot_click_max_hold_ms for the bot verdict) "
+        f"p50 / p99 (ms) | {_fmt(ck.get('p50'))} / "
         f"{_fmt(ck.get('p99'))} |",
         f"| peak TaskManager RSS (MB) | {_fmt(round(pipe.get('peak_tm_rss_bytes', 0) / 2**20))} |",
         f"| TaskManager CPU seconds during the throughput run | {_fmt(pipe.get('tm_cpu_s'))} |",

@@ -264,24 +264,3 @@ def truth(records: list[RawRecord], hmac_key: str, horizon_ms: int) -> Truth:
             out.types[e["event_type"]] += 1
             out.counts[(e["campaign_id"], e["arm"], e["event_type"])] += 1
     return out
-
-
-def with_flush(records: list[RawRecord], n: int, after_ms: int = MINUTE) -> list[RawRecord]:
-    """`records` plus n tracker opens a minute after the latest event: spread over the
-    events topic's partitions by their ids, they move every partition's watermark past
-    the last held-back click, so the clean job releases it instead of waiting for the
-    source's idle timeout. Their record keys start with 'flush-'.
-
-    Their ids carry the flush time: the paced phase flushes again into the same running
-    clean job, whose dedup by event id would drop a second 'tracker:flush0' as a
-    duplicate of the first phase's, so that phase would end n clean records short."""
-    last = max(r.received_ms for r in records) + after_ms
-    out = list(records)
-    for k in range(n):
-        fid = f"flush{k}-{last}"
-        e = Event("tracker", "open", last, last, fid, fid, f"flush{k}@example.com",
-                  f"flush{k}", "flush", None, None)
-        payload, content_type = body("tracker", [e])
-        out.append(RawRecord(f"flush-{k}-{last}".encode(), "tracker", content_type, payload,
-                             last, 1))
-    return out

@@ -2,10 +2,11 @@
 stateful bot clicks flagged) + email.late (received more than the horizon after it
 happened, with the reason; not deduplicated, since its duplicates may be forgotten).
 
-Deduplication, the lateness split and finding each click's delivery are Flink SQL (Java
-operators, state with TTL); only clicks pass through one small Python operator that flags
-bot clicks (udfs.click_bots), because a burst needs per-message state and event-time
-timers.
+Deduplication and the lateness split are Flink SQL (Java operators, state with TTL);
+only clicks and the delivery times of their messages pass through one small Python
+operator that flags bot clicks (udfs.click_bots), because that needs per-message state,
+event-time and processing-time timers. A click leaves it once its verdict is final, or
+after clean.bot_click_max_hold_ms with the verdict it has by then.
 
 Duplicates dropped = numRecordsIn - numRecordsOut of the two Deduplicate operators
 (Flink metrics, REST /jobs/<id>/vertices/<v>/metrics); late events = records written to
@@ -18,13 +19,13 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from pyflink.common import Row, Types
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream import KeyedCoProcessFunction, RuntimeContext, TimeDomain
 from pyflink.datastream.state import ValueStateDescriptor
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment, Table
 
 import settings
 from jobs import avro_schema, runtime, tables
-from udfs.click_bots import ClickBotParams, judge_clicks
+from udfs.click_bots import ClickBotParams, MessageClicks
 
 JOB_NAME = "email-clean"
 FIELDS = avro_schema.field_names("EmailEvent")
@@ -39,67 +40,81 @@ def dedup_state_ttl(config: Mapping[str, Any]) -> str:
     return f"{int(config['clean']['dedup_horizon_h'])} h"
 
 
-class ClickBotFlagger(KeyedProcessFunction):
-    """Clicks only, keyed by message and subscriber, each with its delivery time from the
-    temporal join. Holds each click until the watermark passes click time + burst window:
-    by then every click that could form a burst with it has arrived, so the verdict is
-    final when the click is emitted.
+class ClickBotFlagger(KeyedCoProcessFunction):
+    """Keyed by message and subscriber: clicks (input 1, every EmailEvent column) and the
+    message's deliveries (input 2, their times). udfs.click_bots.MessageClicks decides
+    when each click goes out and with which verdict; this operator keeps it as keyed
+    state and calls it on each element and timer."""
 
-    The clean stream is append-only, so a delivery that arrives behind the watermark (its
-    partition was idle and joined late) cannot revise a verdict already emitted: such a
-    click counts as human. With steady traffic every partition is active and this does
-    not happen; with sparse traffic, send deliveries before the clicks they explain."""
-
-    def __init__(self, params: ClickBotParams, horizon_ms: int):
+    def __init__(self, params: ClickBotParams, hold_ms: int, horizon_ms: int):
         self.params = params
+        self.hold_ms = hold_ms
         self.horizon_ms = horizon_ms
 
     def open(self, runtime_context: RuntimeContext) -> None:
         # No StateTtlConfig: in thread mode on a cluster, PyFlink's TTL conversion tries to
         # start a Py4J gateway inside the TaskManager and fails (FileNotFoundError), so
-        # state is cleared by an event-time timer one horizon after the last click.
-        # (pending, recent): pending await their verdict; recent were emitted but can
-        # still be part of a burst with later clicks.
-        self.clicks = runtime_context.get_state(
+        # state is cleared by an event-time timer one horizon after the message's last
+        # click or delivery.
+        self.book = runtime_context.get_state(
             ValueStateDescriptor("clicks", Types.PICKLED_BYTE_ARRAY()))
         self.expires_at = runtime_context.get_state(
             ValueStateDescriptor("expires_at", Types.LONG()))
 
-    def _load(self) -> tuple[list[dict], list[dict]]:
-        raw = self.clicks.value()
-        return pickle.loads(raw) if raw else ([], [])
+    def _load(self) -> MessageClicks:
+        raw = self.book.value()
+        return pickle.loads(raw) if raw else MessageClicks(self.params, self.hold_ms)
 
-    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context):
-        expires = value["event_time"] + self.horizon_ms
-        current = self.expires_at.value()
-        if current is None or expires > current:
-            self.expires_at.update(expires)
-            ctx.timer_service().register_event_time_timer(expires)
-        pending, recent = self._load()
-        pending.append(value.as_dict())
-        self.clicks.update(pickle.dumps((pending, recent)))
-        ctx.timer_service().register_event_time_timer(
-            value["event_time"] + self.params.burst_window_ms)
+    def _save(self, book: MessageClicks, ctx: KeyedCoProcessFunction.Context,
+              event_time: int | None = None):
+        timers = ctx.timer_service()
+        if event_time is not None:
+            expires = event_time + self.horizon_ms
+            current = self.expires_at.value()
+            if current is None or expires > current:
+                self.expires_at.update(expires)
+                timers.register_event_time_timer(expires)
+        hold_end = book.next_hold_end()
+        if hold_end is not None:
+            timers.register_processing_time_timer(hold_end)
+        self.book.update(pickle.dumps(book))
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        pending, recent = self._load()
-        if timestamp == self.expires_at.value() and not pending:
-            self.clicks.clear()
-            self.expires_at.clear()
-            return
-        window = self.params.burst_window_ms
-        ready = [c for c in pending if c["event_time"] + window <= timestamp]
-        if not ready:
-            return
-        waiting = [c for c in pending if c["event_time"] + window > timestamp]
-        context = recent + pending
-        verdicts = judge_clicks(context, self.params)
-        judged = {id(c): v for c, v in zip(context, verdicts, strict=True)}
-        for click in ready:
-            click["suspected_bot"], click["bot_reason"] = judged[id(click)]
+    def _emit(self, clicks: list[dict]):
+        for click in clicks:
             yield Row(*(click[f] for f in FIELDS))
-        recent = [c for c in recent + ready if c["event_time"] >= timestamp - 2 * window]
-        self.clicks.update(pickle.dumps((waiting, recent)))
+
+    def process_element1(self, value: Row, ctx: KeyedCoProcessFunction.Context):
+        timers = ctx.timer_service()
+        book = self._load()
+        out = book.add_click(value.as_dict(), timers.current_processing_time(),
+                             timers.current_watermark())
+        if book.pending:  # final once the watermark passes click time + burst window
+            timers.register_event_time_timer(
+                value["event_time"] + self.params.burst_window_ms)
+        self._save(book, ctx, value["event_time"])
+        yield from self._emit(out)
+
+    def process_element2(self, value: Row, ctx: KeyedCoProcessFunction.Context):
+        timers = ctx.timer_service()
+        book = self._load()
+        out = book.add_delivery(value["event_time"], timers.current_processing_time(),
+                                timers.current_watermark())
+        self._save(book, ctx, value["event_time"])
+        yield from self._emit(out)
+
+    def on_timer(self, timestamp: int, ctx: KeyedCoProcessFunction.OnTimerContext):
+        timers = ctx.timer_service()
+        book = self._load()
+        watermark = timers.current_watermark()
+        if ctx.time_domain() == TimeDomain.EVENT_TIME:
+            watermark = max(watermark, timestamp)
+            if timestamp == self.expires_at.value() and not book.pending:
+                self.book.clear()
+                self.expires_at.clear()
+                return
+        out = book.release(timers.current_processing_time(), watermark)
+        self._save(book, ctx)
+        yield from self._emit(out)
 
 
 def build(t_env: StreamTableEnvironment, config: Mapping[str, Any], source: str) -> Outputs:
@@ -145,34 +160,27 @@ def build(t_env: StreamTableEnvironment, config: Mapping[str, Any], source: str)
         .column_by_metadata("rowtime", DataTypes.TIMESTAMP_LTZ(3))
         .watermark("rowtime", "SOURCE_WATERMARK()")
         .build()))
-    # Each click gets the time of its message's delivery from an event-time temporal join
-    # (the latest delivery at or before the click), in Java operators: deliveries are
-    # about half of all events and never reach Python. The join waits for the watermark,
-    # so a delivery that arrives a little after its click still counts; a click behind
-    # the watermark is joined at the next watermark, not dropped.
+    # Clicks and the times of their message's deliveries meet in one Python operator
+    # keyed by message; deliveries (about half of all events) reach it as two columns.
+    # Neither waits for the watermark, so a click can go out as soon as its verdict is
+    # final or its hold is over (udfs.click_bots.MessageClicks).
     msg_key = "COALESCE(message_id, '') || '|' || subscriber_id"
-    t_env.execute_sql(f"""
-        CREATE TEMPORARY VIEW deliveries AS
-        SELECT msg_key, event_time AS delivered_at, rowtime FROM (
-            SELECT {msg_key} AS msg_key, event_time, rowtime,
-                   ROW_NUMBER() OVER (PARTITION BY {msg_key} ORDER BY rowtime DESC) AS rn
-            FROM staged WHERE event_type = 'delivered' AND NOT too_late)
-        WHERE rn = 1""")
-    t_env.execute_sql(f"""
-        CREATE TEMPORARY VIEW staged_clicks AS
-        SELECT {cols}, rowtime, {msg_key} AS msg_key
-        FROM staged WHERE event_type = 'click' AND NOT too_late""")
     clicks = t_env.sql_query(f"""
-        SELECT {avro_schema.select_list("EmailEvent", "c.")}, c.msg_key, d.delivered_at
-        FROM staged_clicks AS c
-        LEFT JOIN deliveries FOR SYSTEM_TIME AS OF c.rowtime AS d ON c.msg_key = d.msg_key""")
+        SELECT {cols}, {msg_key} AS msg_key
+        FROM staged WHERE event_type = 'click' AND NOT too_late""")
+    deliveries = t_env.sql_query(f"""
+        SELECT {msg_key} AS msg_key, event_time
+        FROM staged WHERE event_type = 'delivered' AND NOT too_late""")
 
     params = ClickBotParams(after_delivery_s=cfg["bot_click_after_delivery_s"],
                             burst_window_s=cfg["bot_burst_window_s"],
                             burst_min_links=int(cfg["bot_burst_min_links"]))
     flagged = (t_env.to_data_stream(clicks)
-               .key_by(lambda r: r["msg_key"], key_type=Types.STRING())
-               .process(ClickBotFlagger(params, horizon_s * 1000),
+               .connect(t_env.to_data_stream(deliveries))
+               .key_by(lambda r: r["msg_key"], lambda r: r["msg_key"],
+                       key_type=Types.STRING())
+               .process(ClickBotFlagger(params, int(cfg["bot_click_max_hold_ms"]),
+                                        horizon_s * 1000),
                         output_type=avro_schema.row_type_info("EmailEvent"))
                .name("flag bot clicks")
                .uid("flag-bot-clicks"))

@@ -10,7 +10,7 @@ by udfs.bots and are kept as they are."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 SOON_AFTER_DELIVERY = "click_soon_after_delivery"
@@ -69,3 +69,77 @@ def judge_clicks(clicks: Sequence[Mapping[str, Any]],
         else:
             verdicts.append((False, None))
     return verdicts
+
+
+@dataclass
+class MessageClicks:
+    """The clicks and deliveries of one message seen so far, and when each pending click
+    may go out. The clean job keeps one per message key (pickled keyed state) and calls
+    these methods from its operator; they return the clicks to emit now, each judged.
+
+    A click goes out as soon as its verdict can no longer change:
+    * at once when it is already a bot (a provider/user-agent flag, its delivery seconds
+      before it, a burst among the clicks seen): more clicks or deliveries only ever add
+      bot evidence, never remove it;
+    * when the watermark passes click time + burst window: every click that could form a
+      burst with it, and its delivery, has arrived (the verdict of an event-time run);
+    * else after `hold_ms` of processing time, with the verdict it has by then (human,
+      unless evidence came in meanwhile): the latency cap. In a live stream the
+      watermark trails the newest event by the out-of-orderness, so without this cap
+      every human click would wait out-of-orderness + burst window. Evidence that
+      arrives after a click went out cannot revise it (the clean stream is
+      append-only); it still flags the clicks that come after. hold_ms = 0: no cap.
+
+    While a job catches up on a backlog, the watermark moves far faster than the clock,
+    so clicks go out by the event-time rule and the verdicts are those of the event-time
+    run; the cap only decides for clicks that arrive in real time."""
+
+    params: ClickBotParams
+    hold_ms: int
+    pending: list[dict] = field(default_factory=list)
+    recent: list[dict] = field(default_factory=list)      # emitted, burst context
+    deliveries: list[int] = field(default_factory=list)   # delivery event times
+
+    def add_click(self, click: dict, now_ms: int, watermark: int) -> list[dict]:
+        self.pending.append(dict(click, hold_until=now_ms + self.hold_ms))
+        return self.release(now_ms, watermark)
+
+    def add_delivery(self, event_time: int, now_ms: int, watermark: int) -> list[dict]:
+        if event_time not in self.deliveries:
+            self.deliveries.append(event_time)
+        return self.release(now_ms, watermark)
+
+    def release(self, now_ms: int, watermark: int) -> list[dict]:
+        """The pending clicks whose verdict is final or whose hold is over, judged; they
+        move to the burst context."""
+        if not self.pending:
+            return []
+        window = self.params.burst_window_ms
+        context = self.recent + self.pending
+        for c in context:
+            c["delivered_at"] = self._delivery_before(c["event_time"])
+        verdicts = judge_clicks(context, self.params)
+        out, waiting = [], []
+        for click, (bot, reason) in zip(self.pending, verdicts[len(self.recent):],
+                                        strict=True):
+            if (bot or click["event_time"] + window <= watermark
+                    or (self.hold_ms > 0 and click["hold_until"] <= now_ms)):
+                click["suspected_bot"], click["bot_reason"] = bot, reason
+                out.append(click)
+            else:
+                waiting.append(click)
+        self.pending = waiting
+        self.recent = [c for c in self.recent + out
+                       if c["event_time"] >= watermark - 2 * window]
+        return out
+
+    def next_hold_end(self) -> int | None:
+        """Processing time at which the earliest pending hold ends (None: no cap or
+        nothing pending)."""
+        if self.hold_ms <= 0 or not self.pending:
+            return None
+        return min(c["hold_until"] for c in self.pending)
+
+    def _delivery_before(self, t: int) -> int | None:
+        """The latest delivery at or before t (the event-time temporal join's answer)."""
+        return max((d for d in self.deliveries if d <= t), default=None)

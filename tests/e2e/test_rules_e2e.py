@@ -27,8 +27,9 @@ from tests.e2e.test_subscriber_e2e import tick_subscribers
 
 pytestmark = pytest.mark.e2e
 
-# The clean job holds each click until its watermark passes click time + burst window, so
-# clicks reach the clean topic after later non-click events. The rules job tolerates that
+# The clean job holds each click until its watermark passes click time + burst window, or
+# for at most clean.bot_click_max_hold_ms, so clicks reach the clean topic after later
+# non-click events. The rules job tolerates that
 # (rules.out_of_orderness_s), but with sparse test traffic one event far ahead would make
 # the held clicks late. So: the scenario spans < 60 s; an event at T + RELEASE_S moves the
 # clean job's watermark past the clicks while the rules' watermark (RELEASE_S - 60 s) stays

@@ -69,21 +69,6 @@ def test_out_of_order_arrival(records):
     assert any(a.event_time > b.event_time for a, b in pairwise(events))
 
 
-def test_flush_records_come_last_and_parse(records):
-    flushed = traffic.with_flush(records, 3)
-    assert [r.key.startswith(b"flush-") for r in flushed[-3:]] == [True] * 3
-    t = traffic.truth(flushed[-3:], "k", SPEC.horizon_ms)
-    assert t.clean == 3
-
-
-def test_a_later_flush_is_not_a_duplicate_of_an_earlier_one(records):
-    # The paced phase flushes into the clean job that already saw the first flush.
-    first = traffic.with_flush(records, 2)[-2:]
-    later = traffic.with_flush(records + first, 2)[-2:]
-    t = traffic.truth(first + later, "k", SPEC.horizon_ms)
-    assert t.clean == 4
-
-
 def test_percentile_nearest_rank():
     values = list(range(1, 101))
     assert stats.percentile(values, 50) == 50

@@ -1,4 +1,10 @@
-from udfs.click_bots import BURST, SOON_AFTER_DELIVERY, ClickBotParams, judge_clicks
+from udfs.click_bots import (
+    BURST,
+    SOON_AFTER_DELIVERY,
+    ClickBotParams,
+    MessageClicks,
+    judge_clicks,
+)
 
 P = ClickBotParams(after_delivery_s=10, burst_window_s=5, burst_min_links=3)
 
@@ -44,3 +50,95 @@ def test_order_of_clicks_does_not_change_the_verdicts():
 def test_earlier_flag_keeps_its_reason():
     assert judge_clicks([click(1_500, "a", True, "ua_scanner", delivered=1_000)], P) == [
         (True, "ua_scanner")]
+
+
+# MessageClicks: when each click goes out, and with which verdict.
+NO_WM = -(2**63)
+
+
+def book(hold_ms=1_000):
+    return MessageClicks(P, hold_ms)
+
+
+def ids(clicks):
+    return [(c["url"], c["suspected_bot"], c["bot_reason"]) for c in clicks]
+
+
+def test_click_after_its_known_delivery_goes_out_at_once_as_scanner():
+    b = book()
+    assert b.add_delivery(1_000, now_ms=0, watermark=NO_WM) == []
+    assert ids(b.add_click(click(4_000, "a"), now_ms=5, watermark=NO_WM)) == [
+        ("a", True, SOON_AFTER_DELIVERY)]
+    assert b.pending == []
+
+
+def test_human_click_waits_for_its_hold_then_goes_out_as_human():
+    b = book(hold_ms=1_000)
+    b.add_delivery(1_000, now_ms=0, watermark=NO_WM)
+    assert b.add_click(click(60_000, "a"), now_ms=100, watermark=NO_WM) == []
+    assert b.next_hold_end() == 1_100
+    assert b.release(now_ms=1_099, watermark=NO_WM) == []
+    assert ids(b.release(now_ms=1_100, watermark=NO_WM)) == [("a", False, None)]
+    assert b.next_hold_end() is None
+
+
+def test_delivery_arriving_within_the_hold_still_flags_the_click():
+    b = book()
+    assert b.add_click(click(4_000, "a"), now_ms=0, watermark=NO_WM) == []
+    assert ids(b.add_delivery(1_000, now_ms=300, watermark=NO_WM)) == [
+        ("a", True, SOON_AFTER_DELIVERY)]
+
+
+def test_third_link_of_a_burst_releases_the_whole_burst_as_bot():
+    b = book()
+    assert b.add_click(click(100_000, "a"), now_ms=0, watermark=NO_WM) == []
+    assert b.add_click(click(101_000, "b"), now_ms=10, watermark=NO_WM) == []
+    out = b.add_click(click(102_000, "c"), now_ms=20, watermark=NO_WM)
+    assert sorted(ids(out)) == [("a", True, BURST), ("b", True, BURST), ("c", True, BURST)]
+
+
+def test_evidence_after_a_click_went_out_flags_only_later_clicks():
+    b = book(hold_ms=500)
+    b.add_click(click(100_000, "a"), now_ms=0, watermark=NO_WM)
+    b.add_click(click(101_000, "b"), now_ms=0, watermark=NO_WM)
+    assert ids(b.release(now_ms=500, watermark=NO_WM)) == [("a", False, None),
+                                                           ("b", False, None)]
+    # a and b stay as burst context: the third link is a bot
+    assert ids(b.add_click(click(102_000, "c"), now_ms=600, watermark=NO_WM)) == [
+        ("c", True, BURST)]
+
+
+def test_watermark_past_click_plus_window_makes_the_verdict_final_before_the_hold():
+    b = book(hold_ms=60_000)
+    b.add_click(click(100_000, "a"), now_ms=0, watermark=NO_WM)
+    assert b.release(now_ms=10, watermark=104_999) == []
+    assert ids(b.release(now_ms=10, watermark=105_000)) == [("a", False, None)]
+
+
+def test_no_cap_waits_for_the_watermark_only():
+    b = book(hold_ms=0)
+    b.add_click(click(100_000, "a"), now_ms=0, watermark=NO_WM)
+    assert b.next_hold_end() is None
+    assert b.release(now_ms=10**12, watermark=NO_WM) == []
+    assert ids(b.release(now_ms=0, watermark=105_000)) == [("a", False, None)]
+
+
+def test_latest_delivery_at_or_before_the_click_counts():
+    b = book()
+    b.add_delivery(1_000, now_ms=0, watermark=NO_WM)   # deferred, then delivered again
+    b.add_delivery(50_000, now_ms=0, watermark=NO_WM)
+    assert ids(b.add_click(click(55_000, "a"), now_ms=0, watermark=NO_WM)) == [
+        ("a", True, SOON_AFTER_DELIVERY)]
+    # a delivery after the click does not explain it
+    b2 = book()
+    b2.add_delivery(70_000, now_ms=0, watermark=NO_WM)
+    assert b2.add_click(click(65_000, "a"), now_ms=0, watermark=NO_WM) == []
+
+
+def test_state_survives_pickling():
+    import pickle
+
+    b = book()
+    b.add_click(click(100_000, "a"), now_ms=0, watermark=NO_WM)
+    b = pickle.loads(pickle.dumps(b))
+    assert ids(b.release(now_ms=1_000, watermark=NO_WM)) == [("a", False, None)]
