@@ -107,10 +107,27 @@ def _rss_and_cpu(pid: int) -> tuple[int, float]:
     return rss, cpu
 
 
+def _tree(pid: int) -> list[int]:
+    """pid and its descendants (a TaskManager's Python workers in process mode)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
 @dataclass
 class ProcessSampler:
-    """Samples a process's RSS every `interval` s in a thread; peak RSS and CPU seconds
-    used between start() and stop()."""
+    """Samples a process and its descendants every `interval` s in a thread: peak RSS of
+    the tree and the CPU seconds it used between start() and stop() (a descendant that
+    started and ended between two samples is missed)."""
 
     pid: int | None
     interval: float = 0.5
@@ -118,29 +135,39 @@ class ProcessSampler:
     cpu_s: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-    _cpu0: float = 0.0
+    _cpu0: dict[int, float] = field(default_factory=dict)
+    _cpu: dict[int, float] = field(default_factory=dict)
 
     def start(self) -> ProcessSampler:
         if self.pid:
-            self._cpu0 = _rss_and_cpu(self.pid)[1]
+            self._cpu0 = {p: cpu for p, (_, cpu) in self._sample().items()}
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
         return self
 
+    def _sample(self) -> dict[int, tuple[int, float]]:
+        out = {}
+        for p in _tree(self.pid):
+            with contextlib.suppress(OSError):
+                out[p] = _rss_and_cpu(p)
+        self._cpu.update({p: cpu for p, (_, cpu) in out.items()})
+        return out
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.peak_rss = max(self.peak_rss, _rss_and_cpu(self.pid)[0])
-            except OSError:
+            sample = self._sample()
+            if self.pid not in sample:
                 return
+            self.peak_rss = max(self.peak_rss, sum(rss for rss, _ in sample.values()))
             self._stop.wait(self.interval)
 
     def stop(self) -> ProcessSampler:
         self._stop.set()
         if self._thread:
             self._thread.join()
-            with contextlib.suppress(OSError):  # the process may be gone
-                self.cpu_s = _rss_and_cpu(self.pid)[1] - self._cpu0
+            self._sample()
+            # processes born after start() count from zero
+            self.cpu_s = sum(cpu - self._cpu0.get(p, 0.0) for p, cpu in self._cpu.items())
         return self
 
 

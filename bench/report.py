@@ -55,10 +55,10 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"webhook records (seed {results.get('seed')}); machine: {results.get('cores')} "
         f"cores, shared and noisy unless stated otherwise. Throughput is measured between "
         f"the first and the last output record's broker append time over a preloaded topic "
-        f"(the project's downstream jobs already running when normalize starts).",
+        f"(the clean job already running when normalize starts).",
         "", "| system | events/s | events/s per core | ratio to project | output records |",
         "|---|---|---|---|---|",
-        f"| project: normalize → clean (3 PyFlink jobs) | {_fmt(pipe.get('events_per_s'))} | "
+        f"| project: normalize → clean (2 PyFlink jobs) | {_fmt(pipe.get('events_per_s'))} | "
         f"{_fmt(pipe.get('events_per_s_per_core'))} | 1 | {_fmt(pipe.get('clean_records'))} |",
         f"| (a) pure-Java Flink: Jackson UDTF + SQL dedup/counts, one job"
         f"{'' if java.get('counts_match', True) else ' (counts DIFFER from the truth)'} | "
@@ -66,6 +66,9 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"{_fmt(java.get('events_per_s_per_core'))} | "
         f"{_fmt(ratio(java.get('events_per_s') or 0, pipe.get('events_per_s') or 0))} | "
         f"{_fmt(java.get('clean_records'))} |",
+        f"| (a) its warm-up run before, on the same input (not compared) | "
+        f"{_fmt((results.get('java_warmup') or {}).get('events_per_s'))} | – | – | "
+        f"{_fmt((results.get('java_warmup') or {}).get('clean_records'))} |",
         f"| (b) Quix Streams (same Python parser) | {_fmt(peer.get('events_per_s'))} | "
         f"{_fmt(peer.get('events_per_s_per_core'))} | "
         f"{_fmt(ratio(peer.get('events_per_s') or 0, pipe.get('events_per_s') or 0))} | "
@@ -80,10 +83,14 @@ def markdown(results: Mapping[str, Any]) -> str:
     ]
     for stage, r in (pipe.get("stages") or {}).items():
         lines.append(f"| {stage} output rate (records/s) | {_fmt(r)} |")
+    lines.append(f"| metrics job alone over the clean topic (clean events/s; "
+                 f"{_fmt(pipe.get('metrics_upserts'))} upserts) | "
+                 f"{_fmt(pipe.get('metrics_clean_events_per_s'))} |")
     lat, nc, ck = (pipe.get("latency_ms") or {}, pipe.get("latency_ms_non_click") or {},
                    pipe.get("latency_ms_click") or {})
     lines += [
-        f"| offered load (events/s, ≈ half of saturation) | "
+        f"| offered load (events/s, ≈ half of saturation; normalize, clean and metrics "
+        f"running) | "
         f"{_fmt(pipe.get('offered_events_per_s'))} |",
         f"| latency raw → clean, all events, p50 / p95 / p99 (ms) | {_fmt(lat.get('p50'))} / "
         f"{_fmt(lat.get('p95'))} / {_fmt(lat.get('p99'))} (n={_fmt(lat.get('n'))}) |",

@@ -138,9 +138,20 @@ def build(t_env: StreamTableEnvironment, config: Mapping[str, Any], source: str)
     )
 
 
+def python_options(config: Mapping[str, Any]) -> dict[str, str]:
+    """Flink options for this job's Python worker (normalize.python_execution_mode):
+    the parser is stateless, so process mode's separate workers pay off here."""
+    cfg = config["normalize"]
+    options = {"python.execution-mode": cfg["python_execution_mode"]}
+    if cfg["python_execution_mode"] == "process":
+        options["python.fn-execution.bundle.time"] = str(int(cfg["python_bundle_time_ms"]))
+    return options
+
+
 def main() -> None:
     config = settings.load()
-    _, t_env = runtime.create_env(config, JOB_NAME)
+    env, t_env = runtime.create_env(config, JOB_NAME, python_options(config))
+    env.set_parallelism(config["normalize"]["parallelism"] or config["flink"]["parallelism"])
     t_env.execute_sql(tables.raw_source(config))
     t_env.execute_sql(tables.events_sink(config, "events", "normalize", "email_events"))
     t_env.execute_sql(tables.dlq_sink(config, "normalize"))

@@ -97,6 +97,13 @@ def _validate(config: Mapping[str, Any]) -> None:
     for key in ("parallelism", "checkpoint_interval_ms"):
         if not isinstance(config["flink"][key], int) or config["flink"][key] < 1:
             raise ConfigError(f"flink.{key} must be a positive integer")
+    norm = config["normalize"]
+    if norm["python_execution_mode"] not in ("process", "thread"):
+        raise ConfigError("normalize.python_execution_mode must be process or thread, not "
+                          f"{norm['python_execution_mode']!r}")
+    if norm["parallelism"] is not None and (
+            not isinstance(norm["parallelism"], int) or norm["parallelism"] < 1):
+        raise ConfigError("normalize.parallelism must be a positive integer or null")
 
 
 def topic(config: Mapping[str, Any], logical: str) -> str:

@@ -58,6 +58,9 @@ def test_environment_variables_win_and_are_parsed_as_yaml(tmp_path):
     ({"EMAIL_STREAMING__FLINK__PARALLELISM": "0"}, "flink.parallelism must be a positive"),
     ({"EMAIL_STREAMING__KAFKA__TOPICS__RAW__PARTITIONS": "-1"}, "raw.partitions"),
     ({"EMAIL_STREAMING__FLINK____X": "1"}, "empty key segment"),
+    ({"EMAIL_STREAMING__NORMALIZE__PYTHON_EXECUTION_MODE": "threads"},
+     "process or thread, not 'threads'"),
+    ({"EMAIL_STREAMING__NORMALIZE__PARALLELISM": "0"}, "normalize.parallelism must be"),
 ])
 def test_bad_overrides_are_errors_that_say_where(environ, message):
     with pytest.raises(ConfigError, match=message):
@@ -95,3 +98,14 @@ def test_non_postgres_url_is_rejected():
     config = settings.load(environ={"EMAIL_STREAMING__POSTGRES__URL": "mysql://x@y/z"})
     with pytest.raises(ConfigError, match="postgresql://"):
         settings.jdbc_url(config)
+
+
+def test_normalize_runs_its_parser_in_process_mode_unless_told_otherwise():
+    from jobs.normalize import python_options
+
+    config = settings.load(environ={})
+    assert python_options(config) == {"python.execution-mode": "process",
+                                      "python.fn-execution.bundle.time": "100"}
+    thread = settings.load(environ={"EMAIL_STREAMING__NORMALIZE__PYTHON_EXECUTION_MODE":
+                                    "thread"})
+    assert python_options(thread) == {"python.execution-mode": "thread"}
