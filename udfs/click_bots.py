@@ -1,8 +1,8 @@
 """Bot clicks that only show up across the events of one message: link scanners (mail
 security gateways) click within seconds of delivery, and crawl every link of a message
-in a burst. Pure functions; jobs/clean.py finds each click's delivery (an event-time
-temporal join in SQL), keeps the clicks of a message and decides when a click is complete
-enough to judge (event-time timers).
+in a burst. Pure logic: judge_clicks gives the verdicts; MessageClicks keeps one message's
+clicks and deliveries and decides when each click goes out. jobs/clean.py holds one
+MessageClicks per message as keyed state and calls it on each element and timer.
 
 Stateless signals (scanner user agents, provider bot flags) are set during normalization
 by udfs.bots and are kept as they are."""
