@@ -62,8 +62,10 @@ class ClickBotFlagger(KeyedCoProcessFunction):
             ValueStateDescriptor("expires_at", Types.LONG()))
 
     def _load(self) -> MessageClicks:
+        # Only the data is state; the parameters come from the job's settings, so a
+        # redeploy with other settings applies them to every message at once.
         raw = self.book.value()
-        return pickle.loads(raw) if raw else MessageClicks(self.params, self.hold_ms)
+        return MessageClicks(self.params, self.hold_ms, *(pickle.loads(raw) if raw else ()))
 
     def _save(self, book: MessageClicks, ctx: KeyedCoProcessFunction.Context,
               event_time: int | None = None):
@@ -77,7 +79,7 @@ class ClickBotFlagger(KeyedCoProcessFunction):
         hold_end = book.next_hold_end()
         if hold_end is not None:
             timers.register_processing_time_timer(hold_end)
-        self.book.update(pickle.dumps(book))
+        self.book.update(pickle.dumps((book.pending, book.recent, book.deliveries)))
 
     def _emit(self, clicks: list[dict]):
         for click in clicks:
