@@ -107,6 +107,13 @@ def test_winner_reaches_postgres_and_the_topic(ab_config):
             until=lambda r: sum(x["campaign_id"] == campaign and x["event_type"] == "delivered"
                                 for x in r) >= 2 * N)
         kafka_io.produce_raw(bootstrap, raw, "sendgrid", clicks)
+        # Ticks only once the clicks are in the clean topic: a tick sent with them could
+        # overtake them (normalize reads the raw partitions in parallel) and move the A/B
+        # job's watermark past them.
+        kafka_io.read_avro(
+            bootstrap, settings.topic(config, "clean"), "EmailEvent", timeout_s=120,
+            until=lambda r: sum(x["campaign_id"] == campaign and x["event_type"] == "click"
+                                for x in r) >= sum(CLICKS.values()) + 1)
 
         want_arms = [("A", N, CLICKS["A"]), ("B", N, CLICKS["B"])]
         query = ("SELECT status, winner, significant, metric, control_arm, version, "

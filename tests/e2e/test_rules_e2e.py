@@ -84,6 +84,16 @@ def pg_triggers(config, tag):
         (f"{tag}-%",))
 
 
+def clean_events(config, until):
+    return kafka_io.read_avro(config["kafka"]["bootstrap_servers"],
+                              settings.topic(config, "clean"), "EmailEvent", until=until,
+                              timeout_s=120)
+
+
+def count(events, event_type):
+    return sum(e["event_type"] == event_type for e in events)
+
+
 def kafka_triggers(config, until, timeout_s=120.0):
     return kafka_io.read_avro(config["kafka"]["bootstrap_servers"],
                               settings.topic(config, "triggers"), "JourneyTrigger",
@@ -111,9 +121,8 @@ def test_rules_job_from_raw_webhooks_to_triggers_with_redeploy_and_replay(e2e_co
         first = first_part(tag)
         kafka_io.produce_raw(bootstrap, raw, "sendgrid", [*first, flush(config, tag,
                                                                           T + RELEASE_S)])
-        clean = kafka_io.read_avro(
-            bootstrap, settings.topic(config, "clean"), "EmailEvent", timeout_s=120,
-            until=lambda r: sum(e["event_type"] == "click" for e in r) >= 3)
+        clean = clean_events(config, until=lambda r: count(r, "click") >= 3
+                             and count(r, "bounce") >= 3)
         assert [e["suspected_bot"] for e in clean if e["event_type"] == "click"] == [False] * 3
         kafka_io.produce_raw(bootstrap, raw, "sendgrid", [flush(config, tag, T + 3000)])
 
@@ -145,8 +154,12 @@ def test_rules_job_from_raw_webhooks_to_triggers_with_redeploy_and_replay(e2e_co
         kafka_io.produce_raw(bootstrap, raw, "sendgrid", [
             *first,
             body([sg("bounce", "s3", now - 120, tag, type="blocked"),
-                  sg("bounce", "s3", now - 110, tag, type="blocked")]),
-            flush(config, tag, now)])
+                  sg("bounce", "s3", now - 110, tag, type="blocked")])])
+        # The flush goes only once the new bounces are in the clean topic: sent together,
+        # it could overtake them (raw records are spread over partitions that normalize
+        # reads in parallel), and the rules' watermark (now - 60 s) would make them late.
+        clean_events(config, until=lambda r: count(r, "bounce") >= 5)
+        kafka_io.produce_raw(bootstrap, raw, "sendgrid", [flush(config, tag, now)])
         rows = postgres_io.wait_for_rows(
             config, "SELECT rule_id, subscriber_id FROM journey_triggers "
                     "WHERE subscriber_id LIKE %s", (f"{tag}-%",),

@@ -337,6 +337,14 @@ def test_scores_send_hours_suppressions_consent_and_erasure(e2e_config):
                      [profile(sid(n, tag), zone, tracking, at * 1000)
                       for n, zone, tracking, at in PROFILES])
         kafka_io.produce_raw(bootstrap, raw, "sendgrid", webhooks(tag))
+        # Ticks only once the scenario is in the clean topic: a tick sent with it could
+        # overtake its bodies (normalize reads the raw partitions in parallel) and move the
+        # subscriber job's watermark past them.
+        scenario_ids = {sid(n, tag) for n in SUBSCRIBERS}
+        kafka_io.read_avro(
+            bootstrap, settings.topic(config, "clean"), "EmailEvent",
+            until=lambda r: sum(e["subscriber_id"] in scenario_ids for e in r)
+            >= len(SCENARIO), timeout_s=120)
 
         # Phase 1: every subscriber scored, resub and gone still suppressed.
         before = {"subscriber_scores": expected_scores(config, tag, TIERS),
@@ -348,7 +356,6 @@ def test_scores_send_hours_suppressions_consent_and_erasure(e2e_config):
         assert rows == before
 
         # The job saw exactly the scenario (no event lost, flagged as a bot or duplicated).
-        scenario_ids = {sid(n, tag) for n in SUBSCRIBERS}
         clean = kafka_io.read_avro(
             bootstrap, settings.topic(config, "clean"), "EmailEvent",
             until=lambda r: sum(e["subscriber_id"] in scenario_ids for e in r)
