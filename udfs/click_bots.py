@@ -82,7 +82,10 @@ class MessageClicks:
       before it, a burst among the clicks seen): more clicks or deliveries only ever add
       bot evidence, never remove it;
     * when the watermark passes click time + burst window: every click that could form a
-      burst with it, and its delivery, has arrived (the verdict of an event-time run);
+      burst with it, and its delivery, has arrived (the verdict of an event-time run).
+      Only a watermark that came after the click counts: the click reaches the operator
+      once per known delivery of its message (rows of a join), and the rows behind the
+      first one come before the next watermark;
     * else after `hold_ms` of processing time, with the verdict it has by then (human,
       unless evidence came in meanwhile): the latency cap. In a live stream the
       watermark trails the newest event by the out-of-orderness, so without this cap
@@ -99,14 +102,25 @@ class MessageClicks:
     pending: list[dict] = field(default_factory=list)
     recent: list[dict] = field(default_factory=list)      # emitted, burst context
     deliveries: list[int] = field(default_factory=list)   # delivery event times
+    seen: list[str] = field(default_factory=list)         # event ids of the clicks taken
 
-    def add_click(self, click: dict, now_ms: int, watermark: int) -> list[dict]:
-        self.pending.append(dict(click, hold_until=now_ms + self.hold_ms))
-        return self.release(now_ms, watermark)
+    def add_click(self, click: dict, now_ms: int, watermark: int,
+                  delivered_at: int | None = None) -> list[dict]:
+        """A click, with one delivery time of its message (None: none known). The same
+        click may come again with another delivery: then only the delivery is new."""
+        out = [] if delivered_at is None else self.add_delivery(delivered_at, now_ms,
+                                                                watermark)
+        if click["event_id"] in self.seen:
+            return out
+        self.seen.append(click["event_id"])
+        self.pending.append(dict(click, hold_until=now_ms + self.hold_ms,
+                                 arrived_under=watermark))
+        return out + self.release(now_ms, watermark)
 
     def add_delivery(self, event_time: int, now_ms: int, watermark: int) -> list[dict]:
-        if event_time not in self.deliveries:
-            self.deliveries.append(event_time)
+        if event_time in self.deliveries:
+            return []
+        self.deliveries.append(event_time)
         return self.release(now_ms, watermark)
 
     def release(self, now_ms: int, watermark: int) -> list[dict]:
@@ -122,8 +136,9 @@ class MessageClicks:
         out, waiting = [], []
         for click, (bot, reason) in zip(self.pending, verdicts[len(self.recent):],
                                         strict=True):
-            if (bot or click["event_time"] + window <= watermark
-                    or (self.hold_ms > 0 and click["hold_until"] <= now_ms)):
+            final = (click["event_time"] + window <= watermark
+                     and watermark > click["arrived_under"])
+            if bot or final or (self.hold_ms > 0 and click["hold_until"] <= now_ms):
                 click["suspected_bot"], click["bot_reason"] = bot, reason
                 out.append(click)
             else:
@@ -141,5 +156,5 @@ class MessageClicks:
         return min(c["hold_until"] for c in self.pending)
 
     def _delivery_before(self, t: int) -> int | None:
-        """The latest delivery at or before t (the event-time temporal join's answer)."""
+        """The latest delivery at or before t (what an event-time temporal join gives)."""
         return max((d for d in self.deliveries if d <= t), default=None)

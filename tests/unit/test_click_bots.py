@@ -10,8 +10,8 @@ P = ClickBotParams(after_delivery_s=10, burst_window_s=5, burst_min_links=3)
 
 
 def click(t, url, bot=False, reason=None, delivered=None):
-    return {"event_time": t, "url": url, "suspected_bot": bot, "bot_reason": reason,
-            "delivered_at": delivered}
+    return {"event_id": f"{url}@{t}", "event_time": t, "url": url, "suspected_bot": bot,
+            "bot_reason": reason, "delivered_at": delivered}
 
 
 def test_click_seconds_after_delivery_is_a_scanner():
@@ -142,5 +142,30 @@ def test_state_survives_pickling_its_data():
     b = book()
     b.add_click(click(100_000, "a"), now_ms=0, watermark=NO_WM)
     b = MessageClicks(P, 1_000, *pickle.loads(pickle.dumps((b.pending, b.recent,
-                                                             b.deliveries))))
+                                                             b.deliveries, b.seen))))
     assert ids(b.release(now_ms=1_000, watermark=NO_WM)) == [("a", False, None)]
+    assert b.add_click(click(100_000, "a"), now_ms=1_000, watermark=NO_WM) == []
+
+
+def test_a_click_again_with_another_delivery_adds_only_the_delivery():
+    # the clean job's join gives a click once per delivery of its message
+    b = book()
+    assert b.add_click(click(60_000, "a"), now_ms=0, watermark=NO_WM,
+                       delivered_at=1_000) == []
+    assert ids(b.add_click(click(60_000, "a"), now_ms=1, watermark=NO_WM,
+                           delivered_at=55_000)) == [("a", True, SOON_AFTER_DELIVERY)]
+    assert b.add_click(click(60_000, "a"), now_ms=2, watermark=NO_WM) == []
+    assert b.pending == [] and b.deliveries == [1_000, 55_000]
+
+
+def test_only_a_watermark_after_the_click_makes_it_final():
+    # Behind the watermark on arrival: its message's other deliveries may be the next
+    # rows, so it waits for the next watermark (or its hold).
+    b = book(hold_ms=60_000)
+    assert b.add_click(click(100_000, "a"), now_ms=0, watermark=200_000,
+                       delivered_at=1_000) == []
+    assert ids(b.add_click(click(100_000, "a"), now_ms=0, watermark=200_000,
+                           delivered_at=95_000)) == [("a", True, SOON_AFTER_DELIVERY)]
+    assert b.add_click(click(300_000, "b"), now_ms=0, watermark=400_000) == []
+    assert b.release(now_ms=1, watermark=400_000) == []
+    assert ids(b.release(now_ms=1, watermark=400_001)) == [("b", False, None)]
