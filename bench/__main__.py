@@ -6,13 +6,15 @@ On the running local stack, with topics and consumer groups of its own (suffix
 1. generates seeded raw webhook traffic (bench/traffic.py) and works out with the
    project's own parser what the jobs must output (which also times the parser alone);
 2. preloads it into the raw topic, runs the normalize and clean jobs over it (clean
-   first, then normalize) and measures sustained throughput (first to last output
-   append time), per-vertex busy time, TaskManager memory and CPU (with its Python
-   workers); then the metrics job over the finished clean topic;
+   first, then normalize) once into warm-up topics and then again, and measures on the
+   second run sustained throughput (first to last output append time), per-vertex busy
+   time, TaskManager memory and CPU (with its Python workers); then the metrics job over
+   the finished clean topic;
 3. offers new traffic at half the measured rate, measures raw → clean latency from broker
    append times, then reads checkpoint durations and state sizes and cancels the jobs;
 4. (before 2.) runs baseline (a), one pure-Java Flink SQL job (bench/java_baseline.py),
-   and (b) Quix Streams (bench/quix_peer.py) over the same preloaded records;
+   twice (the first warms up), and (b) Quix Streams (bench/quix_peer.py) over the same
+   preloaded records;
 5. writes bench/results/bench-<mode>.{md,json,png} and prints one JSON line last.
 
 Progress goes to stderr; stdout carries the summary. Figures from a shared machine are
@@ -87,6 +89,20 @@ def wait_for(label: str, current: Callable[[], int], expected: int, timeout_s: f
     return n
 
 
+def start_clean_then_normalize(config: dict, path: str, ids: dict[str, str],
+                               env_extra: Mapping[str, str] | None = None) -> None:
+    """Submit clean, wait until it runs, then normalize; `ids` gets each job id as soon as
+    it is submitted, so that the caller can cancel whatever started. Clean first: it runs
+    before its input arrives, as in production where the jobs run on. Started together,
+    normalize worked through the preloaded topic while clean was still starting (its
+    Python operator takes seconds), and the figure measured clean's start-up instead of
+    the pipeline's throughput."""
+    for job in ("clean", "normalize"):
+        log(f"submitting {job} ...")
+        ids[job] = submit(job, config, path, env_extra=env_extra)
+        flink_rest.wait_running(config, ids[job])
+
+
 def _decode_clean(value: bytes, schema: Any) -> tuple[str, str]:
     import fastavro
 
@@ -99,18 +115,10 @@ def run_pipeline(config: dict, path: str, records: list, truth: traffic.Truth,
     boot = config["kafka"]["bootstrap_servers"]
     topic = {t: settings.topic(config, t) for t in ("raw", *OUTPUT_TOPICS)}
     tm = flink_probe.ProcessSampler(flink_probe.taskmanager_pid()).start()
-    # Clean first: it runs before its input arrives, as in production where the jobs run
-    # on. Started together, normalize worked through the preloaded topic while clean was
-    # still starting (its Python operator takes seconds), and the figure measured clean's
-    # start-up instead of the pipeline's throughput.
-    log("submitting clean ...")
-    ids = {"clean": submit("clean", config, path)}
+    ids: dict[str, str] = {}
     out: dict[str, Any] = {"job_ids": ids}
     try:
-        flink_rest.wait_running(config, ids["clean"])
-        log("submitting normalize ...")
-        ids["normalize"] = submit("normalize", config, path)
-        flink_rest.wait_running(config, ids["normalize"])
+        start_clean_then_normalize(config, path, ids)
         started = time.monotonic()
         seen = wait_for("clean records", lambda: kafka_load.count(boot, topic["clean"]),
                         truth.clean, timeout_s)
@@ -254,9 +262,7 @@ def warm_up_pipeline(config: dict, path: str, truth: traffic.Truth,
     log("warming up: normalize -> clean into warm-up topics ...")
     ids: dict[str, str] = {}
     try:
-        for job in ("clean", "normalize"):
-            ids[job] = submit(job, warm, path, env_extra=overrides)
-            flink_rest.wait_running(warm, ids[job])
+        start_clean_then_normalize(warm, path, ids, env_extra=overrides)
         seen = wait_for("clean records (warm-up)",
                         lambda: kafka_load.count(boot, settings.topic(warm, "clean")),
                         truth.clean, timeout_s)

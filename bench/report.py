@@ -36,6 +36,12 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _warmup_row(system: str, run: Mapping[str, Any] | None) -> str:
+    run = run or {}
+    return (f"| {system} its warm-up run before, on the same input (not compared) | "
+            f"{_fmt(run.get('events_per_s'))} | – | – | {_fmt(run.get('clean_records'))} |")
+
+
 def _fmt(value: Any, unit: str = "") -> str:
     if value is None:
         return "–"
@@ -62,18 +68,14 @@ def markdown(results: Mapping[str, Any]) -> str:
         "|---|---|---|---|---|",
         f"| project: normalize → clean (2 PyFlink jobs) | {_fmt(pipe.get('events_per_s'))} | "
         f"{_fmt(pipe.get('events_per_s_per_core'))} | 1 | {_fmt(pipe.get('clean_records'))} |",
-        f"| project: its warm-up run before, on the same input (not compared) | "
-        f"{_fmt((results.get('pipeline_warmup') or {}).get('events_per_s'))} | – | – | "
-        f"{_fmt((results.get('pipeline_warmup') or {}).get('clean_records'))} |",
+        _warmup_row("project:", results.get("pipeline_warmup")),
         f"| (a) pure-Java Flink: Jackson UDTF + SQL dedup/counts, one job"
         f"{'' if java.get('counts_match', True) else ' (counts DIFFER from the truth)'} | "
         f"{_fmt(java.get('events_per_s'))} | "
         f"{_fmt(java.get('events_per_s_per_core'))} | "
         f"{_fmt(ratio(java.get('events_per_s') or 0, pipe.get('events_per_s') or 0))} | "
         f"{_fmt(java.get('clean_records'))} |",
-        f"| (a) its warm-up run before, on the same input (not compared) | "
-        f"{_fmt((results.get('java_warmup') or {}).get('events_per_s'))} | – | – | "
-        f"{_fmt((results.get('java_warmup') or {}).get('clean_records'))} |",
+        _warmup_row("(a)", results.get("java_warmup")),
         f"| (b) Quix Streams (same Python parser) | {_fmt(peer.get('events_per_s'))} | "
         f"{_fmt(peer.get('events_per_s_per_core'))} | "
         f"{_fmt(ratio(peer.get('events_per_s') or 0, pipe.get('events_per_s') or 0))} | "
