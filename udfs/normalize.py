@@ -69,6 +69,7 @@ from udfs.canonical import (
     extract_address,
     hmac_address,
     mask_ip,
+    may_hold_address,
     new_event,
     recipient_domain,
     redact_addresses,
@@ -113,6 +114,8 @@ class NormalizeSettings:
     # per provider: canonical name -> metadata key; canonical names are subscriber_id,
     # campaign_id, ab_test_id, arm; a name not given maps to itself.
     metadata_fields: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # fields_for() of every provider, built once (it was looked up per event).
+    _fields: dict[str, dict[str, str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Misconfiguration is a deployment error, so it fails loudly here, not per record.
@@ -128,11 +131,15 @@ class NormalizeSettings:
                 if not isinstance(key, str) or not key:
                     raise ValueError(f"metadata_fields.{provider}.{name} must be a "
                                      "non-empty string")
+        object.__setattr__(self, "_fields", {
+            provider: {name: self.metadata_fields.get(provider, {}).get(name, name)
+                       for name in METADATA_NAMES}
+            for provider in PARSERS})
 
     def fields_for(self, provider: str) -> dict[str, str]:
-        """canonical name -> metadata key for one provider, defaults filled in."""
-        return {name: self.metadata_fields.get(provider, {}).get(name, name)
-                for name in METADATA_NAMES}
+        """canonical name -> metadata key for one provider, defaults filled in (shared:
+        do not modify)."""
+        return self._fields[provider]
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> NormalizeSettings:
@@ -293,8 +300,8 @@ def _redactor(address: str | None, key: bytes) -> Any:
     own_hash = "hmac:" + hmac_address(address, key) if address else ""
 
     def redact(value: str | None, generic: bool = True) -> str | None:
-        if value is None:
-            return None
+        if value is None or not may_hold_address(value):
+            return value
         if own is not None and own in value.casefold():
             value = _own_address_pattern(address).sub(own_hash, value)
         return redact_addresses(value, key) if generic else value

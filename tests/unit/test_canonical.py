@@ -1,6 +1,8 @@
 """udfs.canonical: the EmailEvent field contract, ids, privacy helpers, time and IP parsing."""
 
+import ipaddress
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from udfs.canonical import (
     EVENT_TYPES,
     PROVIDERS,
     TimestampError,
+    _epoch_ms,
     compute_event_id,
     derive_subscriber_id,
     extract_address,
@@ -18,6 +21,7 @@ from udfs.canonical import (
     looks_like_address,
     mask_ip,
     new_event,
+    parse_ip,
     parse_timestamp,
     recipient_domain,
     redact_addresses,
@@ -224,6 +228,19 @@ def test_parse_timestamp_rejects(value):
         parse_timestamp(value)
 
 
+@pytest.mark.parametrize("value", [
+    1, 10**11 - 1, 10**11, 10**14 - 1, 10**14, 10**17 - 1, 10**17, 1767268800999999999,
+    "1767268800", "1767268800123", "0001767268800",
+])
+def test_integer_epochs_take_the_fast_path_with_the_decimal_result(value):
+    expected = _epoch_ms(Decimal(str(value).strip()), value)
+    if 946_684_800_000 <= expected < 4_102_444_800_000:
+        assert parse_timestamp(value) == expected
+    else:
+        with pytest.raises(TimestampError):
+            parse_timestamp(value)
+
+
 def test_is_naive_iso():
     assert is_naive_iso("2014-06-01T12:00:00")
     assert not is_naive_iso("2014-06-01T12:00:00Z")
@@ -247,4 +264,15 @@ def test_is_naive_iso():
     (1234, None),
 ])
 def test_mask_ip(value, expected):
+    assert mask_ip(value) == expected
+
+
+@pytest.mark.parametrize("value", [
+    "1.2.3.4", " 10.20.30.40 ", "0.0.0.0", "255.255.255.255", "256.1.1.1", "01.2.3.4",
+    "1.2.3", "1.2.3.4.5", "1..3.4", "1.2.3.-4", "\u0661.2.3.4", "1.2.3.4\n", "+1.2.3.4",
+])
+def test_mask_ip_fast_ipv4_path_agrees_with_ipaddress(value):
+    ip = parse_ip(value)
+    expected = (None if ip is None
+                else str(ipaddress.ip_network(f"{ip}/24", strict=False).network_address))
     assert mask_ip(value) == expected

@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from udfs.parsers import (
@@ -79,7 +80,7 @@ def split(text_body: str, content_type: str | None) -> Batch:
             return _sns(data, stripped.encode("utf-8"))
         if "records" in data and "requestId" in data:
             return _firehose(data)
-    return Batch([Item(SesRecord(i.value), i.raw, i.error) for i in items])
+    return Batch([Item(SesRecord(i.value), i.raw_source, i.error) for i in items])
 
 
 def _sns(envelope: dict[str, Any], raw: bytes) -> Batch:
@@ -108,7 +109,7 @@ def _firehose(request: dict[str, Any]) -> Batch:
     items = []
     for index, entry in enumerate(records):
         # An undecodable record is kept inside a one-record request, which replays alone.
-        raw = compact_json({**request, "records": [entry]})
+        raw = partial(compact_json, {**request, "records": [entry]})
         try:
             data = require_dict(entry, f"records[{index}]").get("data")
             decoded = base64.b64decode(data, validate=True).decode("utf-8")
@@ -123,7 +124,7 @@ def _firehose(request: dict[str, Any]) -> Batch:
             continue
         # A decoded record is a bare SES record: the form that replays alone.
         items.append(Item(SesRecord(record, firehose_request_id=request_id),
-                          compact_json(record)))
+                          partial(compact_json, record)))
     return Batch(items)
 
 
