@@ -128,7 +128,10 @@ def main() -> None:
     ddl = tables.raw_source(config, "bl_raw", group="java-baseline")
     t_env.execute_sql(ddl.replace("\n) WITH (", ",\n  proc AS PROCTIME()\n) WITH (", 1))
     boot = config["kafka"]["bootstrap_servers"]
-    t_env.execute_sql(f"""CREATE TABLE bl_clean_out ({CLEAN_COLUMNS}) WITH (
+    # The same producer batching as the project's sinks (kafka.producer_properties).
+    producer = "".join(f"'{k}' = '{v}', "
+                       for k, v in tables.client_properties(config, "producer").items())
+    t_env.execute_sql(f"""CREATE TABLE bl_clean_out ({CLEAN_COLUMNS}) WITH ({producer}
         'connector' = 'kafka', 'topic' = '{clean_topic(config)}',
         'properties.bootstrap.servers' = '{boot}',
         'key.format' = 'raw', 'key.fields' = 'subscriber_id',
@@ -138,7 +141,7 @@ def main() -> None:
     # of every key against the truth (a primary key cannot hold NULL: no arm -> '').
     t_env.execute_sql(f"""CREATE TABLE bl_counts (campaign_id STRING NOT NULL,
         `arm` STRING NOT NULL, event_type STRING NOT NULL, events BIGINT,
-        PRIMARY KEY (campaign_id, `arm`, event_type) NOT ENFORCED) WITH (
+        PRIMARY KEY (campaign_id, `arm`, event_type) NOT ENFORCED) WITH ({producer}
         'connector' = 'upsert-kafka', 'topic' = '{counts_topic(config)}',
         'properties.bootstrap.servers' = '{boot}',
         'key.format' = 'json', 'value.format' = 'json')""")

@@ -18,10 +18,16 @@ def create_table(name: str, columns: str, opts: Mapping[str, str]) -> str:
     return f"CREATE TABLE {name} (\n  {columns}\n) WITH (\n  {options}\n)"
 
 
+def client_properties(config: Mapping[str, Any], role: str) -> dict[str, str]:
+    """kafka.<role>_properties (role: consumer or producer) as connector options."""
+    return {f"properties.{k}": str(v)
+            for k, v in (config["kafka"][f"{role}_properties"] or {}).items()}
+
+
 def kafka_source_options(config: Mapping[str, Any], logical_topic: str,
                          group: str) -> dict[str, str]:
     kafka = config["kafka"]
-    return {
+    return client_properties(config, "consumer") | {
         "connector": "kafka",
         "topic": settings.topic(config, logical_topic),
         "properties.bootstrap.servers": kafka["bootstrap_servers"],
@@ -38,7 +44,7 @@ def kafka_source_options(config: Mapping[str, Any], logical_topic: str,
 def kafka_sink_options(config: Mapping[str, Any], logical_topic: str,
                        job: str) -> dict[str, str]:
     kafka = config["kafka"]
-    opts = {
+    opts = client_properties(config, "producer") | {
         "connector": "kafka",
         "topic": settings.topic(config, logical_topic),
         "properties.bootstrap.servers": kafka["bootstrap_servers"],
@@ -139,7 +145,7 @@ def upsert_kafka_sink(config: Mapping[str, Any], logical_topic: str, schema: str
     """A compacted/keyed topic of upserts (latest row per key; deletes are tombstones).
     Idempotent on replay, so at-least-once delivery is enough."""
     kafka = config["kafka"]
-    opts = {
+    opts = client_properties(config, "producer") | {
         "connector": "upsert-kafka",
         "topic": settings.topic(config, logical_topic),
         "properties.bootstrap.servers": kafka["bootstrap_servers"],

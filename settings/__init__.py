@@ -26,7 +26,8 @@ class ConfigError(ValueError):
 
 # Maps below these paths hold free-form keys (topic settings, per-provider field names):
 # they are merged without checking each key against the defaults.
-FREE_FORM = ("kafka.topics.*", "normalize.metadata_fields", "abtest.tests",
+FREE_FORM = ("kafka.topics.*", "kafka.consumer_properties", "kafka.producer_properties",
+             "normalize.metadata_fields", "abtest.tests",
              "subscriber.scoring.weights", "subscriber.send_time.weights")
 
 

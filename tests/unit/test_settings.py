@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import settings
+from jobs import tables
 from settings import ConfigError
 
 
@@ -109,3 +110,19 @@ def test_normalize_runs_its_parser_in_process_mode_unless_told_otherwise():
     thread = settings.load(environ={"EMAIL_STREAMING__NORMALIZE__PYTHON_EXECUTION_MODE":
                                     "thread"})
     assert python_options(thread) == {"python.execution-mode": "thread"}
+
+
+def test_kafka_client_properties_reach_every_source_and_sink(tmp_path):
+    path = tmp_path / "override.yaml"
+    path.write_text("kafka:\n  consumer_properties: {max.poll.records: 2000}\n"
+                    "  producer_properties: {linger.ms: 0, compression.type: lz4}\n")
+    config = settings.load(path, environ={})
+    source = tables.events_source(config, "events", "clean", "src")
+    assert "'properties.fetch.min.bytes' = '65536'" in source  # defaults stay
+    assert "'properties.max.poll.records' = '2000'" in source
+    for sink in (tables.events_sink(config, "clean", "clean", "out"),
+                 tables.upsert_kafka_sink(config, "scores", "SubscriberScore",
+                                          ["subscriber_id"], "scores")):
+        assert "'properties.linger.ms' = '0'" in sink
+        assert "'properties.compression.type' = 'lz4'" in sink
+        assert "'properties.batch.size' = '131072'" in sink
