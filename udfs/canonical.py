@@ -184,8 +184,8 @@ def hmac_address(address: str, key: bytes) -> str:
 
 @lru_cache(maxsize=16384)
 def _hmac_hex(key: bytes, address: str) -> str:
-    # Cached because one subscriber's events come in runs (and normalize asks twice per
-    # event: for the id and for redacting the address); hmac.digest is the one-shot C path.
+    # Cached because one subscriber's events come in runs; hmac.digest is the one-shot C
+    # path. The cache lives only in the worker's memory and holds at most 16,384 entries.
     return hmac.digest(key, address.encode("utf-8"), "sha256").hex()
 
 
