@@ -221,6 +221,8 @@ def run_paced(config: dict, offered_events_per_s: float, seconds: float,
     achieved = kafka_load.paced(
         boot, raw_topic, records, len(records) / seconds,
         status=lambda: f"clean {kafka_load.count(boot, clean_topic, clean_since):,}")
+    achieved_events = truth.events * achieved / len(records)
+    log(f"offered load achieved: {achieved_events:,.0f} events/s ({achieved:,.0f} records/s)")
     seen = wait_for("clean records (paced)",
                     lambda: kafka_load.count(boot, clean_topic, clean_since),
                     truth.clean, timeout_s / 2)
@@ -233,6 +235,7 @@ def run_paced(config: dict, offered_events_per_s: float, seconds: float,
     lat = latencies(raw_append, truth.first_record, outputs)
     return {"offered_events_per_s": round(offered_events_per_s),
             "offered_records_per_s": round(achieved, 1),
+            "achieved_offered_events_per_s": round(achieved_events),
             "paced_clean_expected": truth.clean, "paced_clean_records": seen,
             "latency_ms": summary_ms(lat["all"]),
             "latency_ms_non_click": summary_ms(lat["non_click"]),

@@ -77,18 +77,24 @@ def preload(bootstrap: str, topic: str, records: Sequence[RawRecord]) -> float:
 def paced(bootstrap: str, topic: str, records: Sequence[RawRecord], rate_per_s: float,
           status: Callable[[], str] = lambda: "") -> float:
     """Write records at a fixed rate (records/s) on a schedule, so that a slow consumer
-    does not slow the offered load down; returns the achieved rate."""
+    does not slow the offered load down; returns the achieved rate.
+
+    No flush per record batch and a status line at most once a second: flushing and
+    asking for `status` every 200 records held the rate near 1,200 records/s whatever
+    was asked. The producer's linger (10 ms) cannot distort latency, which is measured
+    from the broker's append time of each raw record."""
     producer = _producer(bootstrap)
     started = time.monotonic()
+    next_status = started
     try:
         for i, rec in enumerate(records):
             due = started + i / rate_per_s
-            wait = due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
             _send(producer, topic, rec)
-            if i % 200 == 0:
-                producer.flush()  # keep linger from batching the schedule away
+            if now >= next_status:
+                next_status = now + 1.0
                 progress("offered load", i, len(records), status())
         producer.flush()
     finally:

@@ -97,8 +97,9 @@ def markdown(results: Mapping[str, Any]) -> str:
                    pipe.get("latency_ms_click") or {})
     lines += [
         f"| offered load (events/s, ≈ half of saturation; normalize, clean and metrics "
-        f"running) | "
-        f"{_fmt(pipe.get('offered_events_per_s'))} |",
+        f"running), asked / achieved | "
+        f"{_fmt(pipe.get('offered_events_per_s'))} / "
+        f"{_fmt(pipe.get('achieved_offered_events_per_s'))} |",
         f"| latency raw → clean, all events, p50 / p95 / p99 (ms) | {_fmt(lat.get('p50'))} / "
         f"{_fmt(lat.get('p95'))} / {_fmt(lat.get('p99'))} (n={_fmt(lat.get('n'))}) |",
         f"| latency, non-click events p50 / p95 / p99 (ms) | {_fmt(nc.get('p50'))} / "
