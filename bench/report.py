@@ -95,6 +95,7 @@ def markdown(results: Mapping[str, Any]) -> str:
                  f"{_fmt(pipe.get('metrics_clean_events_per_s'))} |")
     lat, nc, ck = (pipe.get("latency_ms") or {}, pipe.get("latency_ms_non_click") or {},
                    pipe.get("latency_ms_click") or {})
+    nz = pipe.get("latency_ms_normalize") or {}
     lines += [
         f"| offered load (events/s, ≈ half of saturation; normalize, clean and metrics "
         f"running), asked / achieved | "
@@ -107,6 +108,12 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"| latency, clicks (held up to clean.bot_click_max_hold_ms for the bot verdict) "
         f"p50 / p99 (ms) | {_fmt(ck.get('p50'))} / "
         f"{_fmt(ck.get('p99'))} |",
+        f"| latency raw → email.events (the normalize job alone) p50 / p99 (ms) | "
+        f"{_fmt(nz.get('p50'))} / {_fmt(nz.get('p99'))} |",
+        f"| latency raw → clean over the paced run, p99 per 10 s of raw append time (ms) | "
+        f"{' · '.join(_fmt(b['p99']) for b in pipe.get('latency_timeline') or []) or '–'} |",
+        f"| TaskManager CPU while the load was offered (cores, of "
+        f"{results.get('cores')}) | {_fmt(pipe.get('paced_tm_cores'))} |",
         f"| peak TaskManager RSS (MB) | {_fmt(round(pipe.get('peak_tm_rss_bytes', 0) / 2**20))} |",
         f"| TaskManager CPU seconds during the throughput run | {_fmt(pipe.get('tm_cpu_s'))} |",
     ]

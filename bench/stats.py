@@ -46,5 +46,27 @@ def latencies(raw_append: Mapping[int, int], first_record: Mapping[str, int],
     return out
 
 
+def timeline(raw_append: Mapping[int, int], first_record: Mapping[str, int],
+             outputs: Iterable[tuple[str, str, int]], bucket_ms: int = 10_000
+             ) -> list[dict[str, float]]:
+    """Latency over the run: per bucket of the raw records' append time (from the first
+    one), p50/p99/max and count. A steady p99 with peaks says pauses (checkpoints, GC); a
+    rising one says the pipeline falls behind the offered load."""
+    stamps = [raw_append[first_record[e]] for e, _, _ in outputs
+              if first_record.get(e) in raw_append]
+    if not stamps:
+        return []
+    start = min(stamps)
+    buckets: dict[int, list[float]] = {}
+    for event_id, _, appended in outputs:
+        index = first_record.get(event_id)
+        if index is None or index not in raw_append:
+            continue
+        sent = raw_append[index]
+        buckets.setdefault((sent - start) // bucket_ms, []).append(float(appended - sent))
+    return [{"t_s": b * bucket_ms / 1000, "n": len(v), "p50": percentile(v, 50),
+             "p99": percentile(v, 99), "max": max(v)} for b, v in sorted(buckets.items())]
+
+
 def ratio(numerator: float, denominator: float) -> float | None:
     return round(numerator / denominator, 3) if denominator else None

@@ -89,6 +89,17 @@ def test_latencies_join_by_first_raw_record():
     assert stats.rate(100, 1000, 1000) == 0.0
 
 
+def test_timeline_buckets_by_raw_append_time():
+    raw_append = {0: 1000, 1: 4000, 2: 12500}
+    first = {"a": 0, "b": 1, "c": 2}
+    outputs = [("a", "open", 1300), ("b", "open", 4100), ("c", "open", 14500),
+               ("unknown", "open", 5000)]
+    assert stats.timeline(raw_append, first, outputs, bucket_ms=10_000) == [
+        {"t_s": 0.0, "n": 2, "p50": 100.0, "p99": 300.0, "max": 300.0},
+        {"t_s": 10.0, "n": 1, "p50": 2000.0, "p99": 2000.0, "max": 2000.0}]
+    assert stats.timeline({}, {}, []) == []
+
+
 def test_summary_and_markdown():
     results = {"mode": "quick", "events": 1000, "raw_records": 600, "seed": 1, "cores": 2,
                "python_parse_events_per_s": 2500,
