@@ -3,7 +3,7 @@ tested); no Kafka or Flink here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -28,6 +28,15 @@ def rate(count: int, first_ms: int, last_ms: int) -> float:
     return count / span if span > 0 else 0.0
 
 
+def _paired(raw_append: Mapping[int, int], first_record: Mapping[str, int],
+            outputs: Iterable[tuple[str, str, int]]) -> Iterator[tuple[str, int, float]]:
+    """(event type, raw append time, latency ms) per output whose event is known."""
+    for event_id, event_type, appended in outputs:
+        index = first_record.get(event_id)
+        if index is not None and index in raw_append:
+            yield event_type, raw_append[index], float(appended - raw_append[index])
+
+
 def latencies(raw_append: Mapping[int, int], first_record: Mapping[str, int],
               outputs: Iterable[tuple[str, str, int]]) -> dict[str, list[float]]:
     """End-to-end latency per output record, ms: output append time minus the append time
@@ -36,11 +45,7 @@ def latencies(raw_append: Mapping[int, int], first_record: Mapping[str, int],
     event type, output append time). Events the map does not know (not from this phase)
     are skipped. Returns {'all': [...], 'non_click': [...], 'click': [...]}."""
     out: dict[str, list[float]] = {"all": [], "non_click": [], "click": []}
-    for event_id, event_type, appended in outputs:
-        index = first_record.get(event_id)
-        if index is None or index not in raw_append:
-            continue
-        ms = float(appended - raw_append[index])
+    for event_type, _, ms in _paired(raw_append, first_record, outputs):
         out["all"].append(ms)
         out["click" if event_type == "click" else "non_click"].append(ms)
     return out
@@ -52,18 +57,13 @@ def timeline(raw_append: Mapping[int, int], first_record: Mapping[str, int],
     """Latency over the run: per bucket of the raw records' append time (from the first
     one), p50/p99/max and count. A steady p99 with peaks says pauses (checkpoints, GC); a
     rising one says the pipeline falls behind the offered load."""
-    stamps = [raw_append[first_record[e]] for e, _, _ in outputs
-              if first_record.get(e) in raw_append]
-    if not stamps:
+    pairs = [(sent, ms) for _, sent, ms in _paired(raw_append, first_record, outputs)]
+    if not pairs:
         return []
-    start = min(stamps)
+    start = min(sent for sent, _ in pairs)
     buckets: dict[int, list[float]] = {}
-    for event_id, _, appended in outputs:
-        index = first_record.get(event_id)
-        if index is None or index not in raw_append:
-            continue
-        sent = raw_append[index]
-        buckets.setdefault((sent - start) // bucket_ms, []).append(float(appended - sent))
+    for sent, ms in pairs:
+        buckets.setdefault((sent - start) // bucket_ms, []).append(ms)
     return [{"t_s": b * bucket_ms / 1000, "n": len(v), "p50": percentile(v, 50),
              "p99": percentile(v, 99), "max": max(v)} for b, v in sorted(buckets.items())]
 
