@@ -221,11 +221,14 @@ def run_paced(config: dict, offered_events_per_s: float, seconds: float,
     log(f"offered load: {offered_events_per_s:,.0f} events/s for {seconds:.0f} s "
         f"({len(records):,} records, {truth.events:,} events)")
     tm = flink_probe.ProcessSampler(flink_probe.taskmanager_pid()).start()
+    gc_before = flink_probe.GcTotals.now(config)
     paced_started = time.monotonic()
     achieved = kafka_load.paced(
         boot, raw_topic, records, len(records) / seconds,
         status=lambda: f"clean {kafka_load.count(boot, clean_topic, clean_since):,}")
-    tm_cores = tm.stop().cpu_s / (time.monotonic() - paced_started)
+    paced_s = time.monotonic() - paced_started
+    tm_cores = tm.stop().cpu_s / paced_s
+    gc = flink_probe.GcTotals.now(config).since(gc_before, paced_s)
     achieved_events = truth.events * achieved / len(records)
     log(f"offered load achieved: {achieved_events:,.0f} events/s ({achieved:,.0f} records/s)")
     seen = wait_for("clean records (paced)",
@@ -256,6 +259,8 @@ def run_paced(config: dict, offered_events_per_s: float, seconds: float,
             "latency_ms_normalize": summary_ms(
                 latencies(raw_append, truth.first_record, normalized)["all"]),
             "paced_tm_cores": round(tm_cores, 2),
+            "paced_tm_gc_ms_per_s": gc["gc_ms_per_s"], "paced_tm_full_gcs": gc["full_gcs"],
+            "tm_heap_max_bytes": gc["heap_max_bytes"],
             "latency_timeline": timeline(raw_append, truth.first_record, outputs)}
 
 

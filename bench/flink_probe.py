@@ -171,13 +171,44 @@ class ProcessSampler:
         return self
 
 
-def heap_used(config: Mapping[str, Any]) -> int:
-    """JVM heap in use on the (first) TaskManager right now, bytes."""
+def _tm_metrics(config: Mapping[str, Any], names: list[str]) -> dict[str, float]:
+    """Named metrics of the (first) TaskManager right now; {} without a TaskManager."""
     tms = _get(config, "/taskmanagers")["taskmanagers"]
     if not tms:
-        return 0
-    metrics = _get(config, f"/taskmanagers/{tms[0]['id']}/metrics?get=Status.JVM.Memory.Heap.Used")
-    return int(float(metrics[0]["value"])) if metrics else 0
+        return {}
+    rows = _get(config, f"/taskmanagers/{tms[0]['id']}/metrics?get={','.join(names)}")
+    return {r["id"]: float(r["value"]) for r in rows}
+
+
+HEAP_USED, HEAP_MAX = "Status.JVM.Memory.Heap.Used", "Status.JVM.Memory.Heap.Max"
+GC_TIME, FULL_GCS = ("Status.JVM.GarbageCollector.All.Time",
+                     "Status.JVM.GarbageCollector.G1_Old_Generation.Count")
+
+
+def heap_used(config: Mapping[str, Any]) -> int:
+    """JVM heap in use on the (first) TaskManager right now, bytes."""
+    return int(_tm_metrics(config, [HEAP_USED]).get(HEAP_USED, 0))
+
+
+@dataclass
+class GcTotals:
+    """The TaskManager JVM's garbage collection so far. Every job's tasks share that JVM,
+    so a collection pause delays all of them at once."""
+
+    pause_ms: float
+    full_gcs: float
+    heap_max: int
+
+    @classmethod
+    def now(cls, config: Mapping[str, Any]) -> GcTotals:
+        m = _tm_metrics(config, [GC_TIME, FULL_GCS, HEAP_MAX])
+        return cls(m.get(GC_TIME, 0.0), m.get(FULL_GCS, 0.0), int(m.get(HEAP_MAX, 0)))
+
+    def since(self, earlier: GcTotals, seconds: float) -> dict[str, float]:
+        """Pause ms per second and full (old-generation) collections between the two."""
+        return {"gc_ms_per_s": round((self.pause_ms - earlier.pause_ms) / seconds, 1),
+                "full_gcs": int(self.full_gcs - earlier.full_gcs),
+                "heap_max_bytes": self.heap_max}
 
 
 def wait_until(check, timeout_s: float, every: float = 0.5) -> bool:

@@ -114,6 +114,10 @@ def markdown(results: Mapping[str, Any]) -> str:
         f"{' · '.join(_fmt(b['p99']) for b in pipe.get('latency_timeline') or []) or '–'} |",
         f"| TaskManager CPU while the load was offered (cores, of "
         f"{results.get('cores')}) | {_fmt(pipe.get('paced_tm_cores'))} |",
+        f"| TaskManager GC while the load was offered: pause ms per s / full GCs / heap max "
+        f"(MB) | {_fmt(pipe.get('paced_tm_gc_ms_per_s'))} / "
+        f"{_fmt(pipe.get('paced_tm_full_gcs'))} / "
+        f"{_fmt(round(pipe.get('tm_heap_max_bytes', 0) / 2**20))} |",
         f"| peak TaskManager RSS (MB) | {_fmt(round(pipe.get('peak_tm_rss_bytes', 0) / 2**20))} |",
         f"| TaskManager CPU seconds during the throughput run | {_fmt(pipe.get('tm_cpu_s'))} |",
     ]

@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 
-from bench import report, stats, traffic
+from bench import flink_probe, report, stats, traffic
 from bench.providers import PROVIDERS
 
 START = 1_767_268_800_000  # fixed, so that runs are comparable byte for byte
@@ -98,6 +98,13 @@ def test_timeline_buckets_by_raw_append_time():
         {"t_s": 0.0, "n": 2, "p50": 100.0, "p99": 300.0, "max": 300.0},
         {"t_s": 10.0, "n": 1, "p50": 2000.0, "p99": 2000.0, "max": 2000.0}]
     assert stats.timeline({}, {}, []) == []
+
+
+def test_gc_figures_between_two_readings():
+    before = flink_probe.GcTotals(pause_ms=1_000, full_gcs=2, heap_max=2**30)
+    after = flink_probe.GcTotals(pause_ms=4_000, full_gcs=5, heap_max=2**30)
+    assert after.since(before, seconds=120) == {"gc_ms_per_s": 25.0, "full_gcs": 3,
+                                                "heap_max_bytes": 2**30}
 
 
 def test_summary_and_markdown():
