@@ -36,6 +36,21 @@ class Outputs(NamedTuple):
     late: Table   # EmailEvent columns, attributes['late_reason'] set
 
 
+def _digest(*columns: str) -> str:
+    """SQL for 32 hex characters of MD5 over the columns (strings, or cast to them).
+    Each value goes in as length:value and NULL as 'n', which no length starts with, so
+    distinct tuples stay distinct whatever characters the values hold."""
+    parts = [f"COALESCE(CAST(CHAR_LENGTH({c}) AS STRING) || ':' || {c}, 'n')"
+             for c in columns]
+    return f"MD5({' || '.join(parts)})"
+
+
+# What makes two events the same event when their ids differ: the fields the normalize
+# job's content event id covers.
+CONTENT_KEY = _digest("provider", "message_id", "subscriber_id", "event_type",
+                      "CAST(event_time AS STRING)", "url")
+
+
 def dedup_state_ttl(config: Mapping[str, Any]) -> str:
     return f"{int(config['clean']['dedup_horizon_h'])} h"
 
@@ -132,7 +147,9 @@ def build(t_env: StreamTableEnvironment, config: Mapping[str, Any], source: str)
                received_time - event_time > {horizon_s * 1000} AS too_late
         FROM {source}""")
     # Two keep-first deduplications: by event id, then by content, which catches a
-    # retried webhook that arrives with a new provider event id.
+    # retried webhook that arrives with a new provider event id. The content key is a
+    # digest (CONTENT_KEY) so that each of the horizon's events keeps 32 characters of
+    # state, as the id dedup does, rather than its message id, subscriber and url.
     t_env.execute_sql(f"""
         CREATE TEMPORARY VIEW unique_by_id AS
         SELECT {cols}, ts, proc FROM (
@@ -142,9 +159,7 @@ def build(t_env: StreamTableEnvironment, config: Mapping[str, Any], source: str)
     t_env.execute_sql(f"""
         CREATE TEMPORARY VIEW unique_events AS
         SELECT {cols}, ts FROM (
-            SELECT *, ROW_NUMBER() OVER (
-                PARTITION BY provider, message_id, subscriber_id, event_type, event_time, url
-                ORDER BY proc) AS rn
+            SELECT *, ROW_NUMBER() OVER (PARTITION BY {CONTENT_KEY} ORDER BY proc) AS rn
             FROM unique_by_id)
         WHERE rn = 1""")
     # Every query below reads this one stream. Each hand-over to the DataStream API (here,

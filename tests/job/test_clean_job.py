@@ -32,6 +32,12 @@ SCENARIO = [  # arrival order
     event("c-scan", "click", T + 3 * S, url="https://x/a"),         # 3 s after delivery
     event("d1", "delivered", T),                                     # same id again
     event("o1-retry", "open", T + 60 * S),                           # new id, same content
+    # new ids, and contents that differ only in where one field ends and the next begins,
+    # or in NULL against '': four distinct events (the content key is a digest)
+    event("o8", "open", T + 5 * S, message="m8", subscriber="8s"),
+    event("o88", "open", T + 5 * S, message="m88", subscriber="s"),
+    event("u-null", "open", T + 6 * S, message="m9", subscriber="s9"),
+    event("u-empty", "open", T + 6 * S, message="m9", subscriber="s9", url=""),
     event("d2", "delivered", T, message="m2", subscriber="s2"),
     event("b3", "click", T + 102 * S, message="m2", subscriber="s2", url="https://x/c"),
     event("b1", "click", T + 100 * S, message="m2", subscriber="s2", url="https://x/a"),
@@ -78,7 +84,7 @@ def test_clean_scenario(t_env, job_config, tmp_path):
     rows = {r[0]: dict(zip(names, r, strict=True)) for r in output}
     assert sorted(r[0] for r in output) == sorted(
         ["d1", "o1", "c-scan", "d2", "b1", "b2", "b3", "c-human", "ua", "o3", "early",
-         "c-first", "d7", "d6", "c-late", "c-late-human"])
+         "c-first", "d7", "d6", "c-late", "c-late-human", "o8", "o88", "u-null", "u-empty"])
     flags = {eid: (r["suspected_bot"], r["bot_reason"]) for eid, r in rows.items()
              if r["event_type"] == "click"}
     assert flags == {
