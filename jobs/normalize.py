@@ -8,6 +8,7 @@ JVM); everything around it is Flink SQL so the routing and the counting run in J
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
@@ -52,6 +53,9 @@ class NormalizeRaw(TableFunction):
         self.hmac_key = hmac_key
         self.metadata_fields = {k: dict(v) for k, v in metadata_fields.items()}
         self.fields = avro_schema.field_names("EmailEvent")
+        # The event's columns in schema order in one C call: a generator over the field
+        # names, and a counter call per row, were 2 % of the Python worker's samples.
+        self.columns = operator.itemgetter(*self.fields)
         # Thread mode's converter cannot take a null MAP (NullPointerException in
         # PythonTypeUtils), so rejected rows carry an empty map instead of no event.
         self.no_event = tuple({} if f == "attributes" else None for f in self.fields)
@@ -90,11 +94,14 @@ class NormalizeRaw(TableFunction):
         except Exception as exc:  # the parser's contract is to never raise; belt and braces
             log.exception("normalize failed")
             events, rejected = [], [("internal_error", f"{type(exc).__name__}: {exc}", body)]
+        if events:
+            self.events_out.inc(len(events))
+        if rejected:
+            self.rejected_out.inc(len(rejected))
+        columns = self.columns
         for event in events:
-            self.events_out.inc()
-            yield ("event", *(event[f] for f in self.fields), None, None, None, None)
+            yield ("event", *columns(event), None, None, None, None)
         for code, message, raw in rejected:
-            self.rejected_out.inc()
             yield ("rejected", *self.no_event, code, message, provider, raw)
 
 
