@@ -53,8 +53,8 @@ class NormalizeRaw(TableFunction):
         self.hmac_key = hmac_key
         self.metadata_fields = {k: dict(v) for k, v in metadata_fields.items()}
         self.fields = avro_schema.field_names("EmailEvent")
-        # The event's columns in schema order in one C call: a generator over the field
-        # names, and a counter call per row, were 2 % of the Python worker's samples.
+        # The event's columns in schema order in one C call (a generator over the field
+        # names was 0.9 % of the Python worker's samples).
         self.columns = operator.itemgetter(*self.fields)
         # Thread mode's converter cannot take a null MAP (NullPointerException in
         # PythonTypeUtils), so rejected rows carry an empty map instead of no event.
@@ -94,6 +94,8 @@ class NormalizeRaw(TableFunction):
         except Exception as exc:  # the parser's contract is to never raise; belt and braces
             log.exception("normalize failed")
             events, rejected = [], [("internal_error", f"{type(exc).__name__}: {exc}", body)]
+        # Counted once per record, not per row: a counter call per row was 1.4 % of
+        # the Python worker's samples.
         if events:
             self.events_out.inc(len(events))
         if rejected:
